@@ -1,0 +1,455 @@
+//! Content addressing: the chunk layout, chunk hashes, manifests and the
+//! compressed chunk frame. Shared by the server (import, export, garbage
+//! collection) and the agent (delta flash, capture), so both sides agree on
+//! every byte.
+//!
+//! An image is cut at fixed offsets into chunks of [`CHUNK_SIZE`] bytes (the
+//! last one may be shorter). Each chunk is named by the blake3 hash of its
+//! bytes. All-zero chunks are never stored: the manifest records them as
+//! holes. Fixed, disk-aligned offsets (rather than content-defined chunking)
+//! are what let the agent compare a disk in place, block for block, and
+//! write only the chunks that differ. See ARCHITECTURE.md for why 64 KiB.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use crate::{Error, Result};
+
+/// The chunk size of every new version: 64 KiB (see ARCHITECTURE.md,
+/// "Choosing the chunk size").
+pub const CHUNK_SIZE: u32 = 64 * 1024;
+/// Smallest chunk size a manifest may declare.
+pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
+/// Largest chunk size a manifest may declare.
+pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+
+/// A blake3 hash: of a chunk's bytes, or a manifest's root.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkHash(pub [u8; 32]);
+
+impl ChunkHash {
+    /// Hashes `data`.
+    pub fn of(data: &[u8]) -> ChunkHash {
+        ChunkHash(*blake3::hash(data).as_bytes())
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(char::from(HEX[(b >> 4) as usize]));
+            s.push(char::from(HEX[(b & 15) as usize]));
+        }
+        s
+    }
+
+    /// The hash of `len` zero bytes (cached for the usual lengths).
+    pub fn of_zeros(len: usize) -> ChunkHash {
+        static FULL: OnceLock<ChunkHash> = OnceLock::new();
+        if len == CHUNK_SIZE as usize {
+            return *FULL.get_or_init(|| ChunkHash::of(&vec![0u8; CHUNK_SIZE as usize]));
+        }
+        ChunkHash::of(&vec![0u8; len])
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl fmt::Display for ChunkHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ChunkHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkHash({})", &self.to_hex()[..16])
+    }
+}
+
+impl FromStr for ChunkHash {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let bad = || Error::invalid("hash", format!("{s:?} is not 64 hex digits"));
+        if s.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        }
+        Ok(ChunkHash(out))
+    }
+}
+
+/// Whether every byte of `data` is zero. Word-at-a-time: zero detection
+/// runs on every byte of every import and capture.
+pub fn is_zero(data: &[u8]) -> bool {
+    let mut blocks = data.chunks_exact(64);
+    for block in &mut blocks {
+        let acc = block
+            .chunks_exact(8)
+            .fold(0u64, |acc, w| acc | u64::from_ne_bytes(w.try_into().expect("chunks_exact(8)")));
+        if acc != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().all(|b| *b == 0)
+}
+
+/// The ordered chunk list of one version.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Manifest {
+    size: u64,
+    chunk_size: u32,
+    /// One entry per chunk; `None` is an all-zero chunk (a hole).
+    chunks: Vec<Option<ChunkHash>>,
+}
+
+impl fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manifest")
+            .field("size", &self.size)
+            .field("chunk_size", &self.chunk_size)
+            .field("chunks", &self.chunks.len())
+            .field("data_chunks", &self.data_chunks())
+            .finish()
+    }
+}
+
+fn check_chunk_size(chunk_size: u32) -> Result<()> {
+    if !chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        return Err(Error::invalid(
+            "chunk_size",
+            format!("{chunk_size} must be a power of two from 4 KiB to 16 MiB"),
+        ));
+    }
+    Ok(())
+}
+
+/// Number of chunks an image of `size` bytes has.
+pub fn chunk_count(size: u64, chunk_size: u32) -> u64 {
+    size.div_ceil(u64::from(chunk_size))
+}
+
+impl Manifest {
+    /// A manifest from its parts; checks that the chunk count fits the size.
+    pub fn new(size: u64, chunk_size: u32, chunks: Vec<Option<ChunkHash>>) -> Result<Manifest> {
+        check_chunk_size(chunk_size)?;
+        if chunks.len() as u64 != chunk_count(size, chunk_size) {
+            return Err(Error::invalid(
+                "manifest",
+                format!(
+                    "{} chunks do not cover {size} bytes in chunks of {chunk_size}",
+                    chunks.len()
+                ),
+            ));
+        }
+        Ok(Manifest {
+            size,
+            chunk_size,
+            chunks,
+        })
+    }
+
+    /// All zeros: the blank version 0 of an image of `size` bytes.
+    pub fn blank(size: u64) -> Manifest {
+        Manifest {
+            size,
+            chunk_size: CHUNK_SIZE,
+            chunks: vec![None; chunk_count(size, CHUNK_SIZE) as usize],
+        }
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Chunk size in bytes.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// The entries; `None` is a hole.
+    pub fn chunks(&self) -> &[Option<ChunkHash>] {
+        &self.chunks
+    }
+
+    /// Number of chunks that are stored (not holes).
+    pub fn data_chunks(&self) -> usize {
+        self.chunks.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Byte length of chunk `index`.
+    pub fn chunk_len(&self, index: usize) -> usize {
+        let start = index as u64 * u64::from(self.chunk_size);
+        (self.size - start).min(u64::from(self.chunk_size)) as usize
+    }
+
+    /// The hash of chunk `index` as its bytes hash, holes included.
+    pub fn chunk_hash(&self, index: usize) -> ChunkHash {
+        match self.chunks[index] {
+            Some(h) => h,
+            None => ChunkHash::of_zeros(self.chunk_len(index)),
+        }
+    }
+
+    /// The root hash: blake3 (in derive-key mode) over the size, the chunk
+    /// size and every chunk's hash in order, holes as the hash of their
+    /// zeros. Anyone holding the bytes can recompute it (the agent does,
+    /// after writing a disk), whatever was or was not stored.
+    pub fn root(&self) -> ChunkHash {
+        let mut h = blake3::Hasher::new_derive_key("baas 2026 manifest root v1");
+        h.update(&self.size.to_le_bytes());
+        h.update(&self.chunk_size.to_le_bytes());
+        let full_zero = ChunkHash::of_zeros(self.chunk_size as usize);
+        for (i, c) in self.chunks.iter().enumerate() {
+            let hash = match c {
+                Some(h) => *h,
+                None if self.chunk_len(i) == self.chunk_size as usize => full_zero,
+                None => ChunkHash::of_zeros(self.chunk_len(i)),
+            };
+            h.update(&hash.0);
+        }
+        ChunkHash(*h.finalize().as_bytes())
+    }
+
+    /// The distinct stored chunks.
+    pub fn distinct_chunks(&self) -> std::collections::BTreeSet<ChunkHash> {
+        self.chunks.iter().flatten().copied().collect()
+    }
+
+    /// The canonical binary encoding (stored in the database and sent to
+    /// the agent): magic, chunk size, size, then maximal runs of holes and
+    /// hashes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + self.data_chunks() * 32 + 16);
+        out.extend_from_slice(MANIFEST_MAGIC);
+        out.extend_from_slice(&self.chunk_size.to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        let mut i = 0;
+        while i < self.chunks.len() {
+            let hole = self.chunks[i].is_none();
+            let mut j = i;
+            while j < self.chunks.len() && self.chunks[j].is_none() == hole && j - i < u32::MAX as usize {
+                j += 1;
+            }
+            out.push(if hole { 0 } else { 1 });
+            out.extend_from_slice(&((j - i) as u32).to_le_bytes());
+            if !hole {
+                for c in self.chunks[i..j].iter().flatten() {
+                    out.extend_from_slice(&c.0);
+                }
+            }
+            i = j;
+        }
+        out
+    }
+
+    /// Decodes [`Manifest::encode`]'s output. Rejects anything that is not
+    /// exactly a canonical encoding, so `encode(decode(b)) == b`.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest> {
+        let bad = |why: &str| Error::invalid("manifest", why.to_string());
+        let rest = bytes.strip_prefix(MANIFEST_MAGIC).ok_or_else(|| bad("bad magic"))?;
+        let (cs, rest) = split_array::<4>(rest).ok_or_else(|| bad("truncated header"))?;
+        let (size, mut rest) = split_array::<8>(rest).ok_or_else(|| bad("truncated header"))?;
+        let chunk_size = u32::from_le_bytes(cs);
+        let size = u64::from_le_bytes(size);
+        check_chunk_size(chunk_size)?;
+        if size > crate::model::MAX_IMAGE_SIZE {
+            return Err(bad("size over 16 TiB"));
+        }
+        let count = chunk_count(size, chunk_size) as usize;
+        let mut chunks = Vec::with_capacity(count.min(1 << 20));
+        let mut last_tag = None;
+        while !rest.is_empty() {
+            let (&tag, r) = rest.split_first().ok_or_else(|| bad("truncated run"))?;
+            let (n, r) = split_array::<4>(r).ok_or_else(|| bad("truncated run"))?;
+            let n = u32::from_le_bytes(n) as usize;
+            if n == 0 || last_tag == Some(tag) && n != u32::MAX as usize {
+                return Err(bad("non-canonical runs"));
+            }
+            if chunks.len() + n > count {
+                return Err(bad("more chunks than the size needs"));
+            }
+            rest = r;
+            match tag {
+                0 => chunks.extend(std::iter::repeat_n(None, n)),
+                1 => {
+                    let need = n.checked_mul(32).ok_or_else(|| bad("run too long"))?;
+                    if rest.len() < need {
+                        return Err(bad("truncated hashes"));
+                    }
+                    let (hashes, r) = rest.split_at(need);
+                    for h in hashes.chunks_exact(32) {
+                        let mut a = [0u8; 32];
+                        a.copy_from_slice(h);
+                        chunks.push(Some(ChunkHash(a)));
+                    }
+                    rest = r;
+                }
+                _ => return Err(bad("unknown run tag")),
+            }
+            last_tag = Some(tag);
+        }
+        if chunks.len() != count {
+            return Err(bad("fewer chunks than the size needs"));
+        }
+        Ok(Manifest {
+            size,
+            chunk_size,
+            chunks,
+        })
+    }
+}
+
+const MANIFEST_MAGIC: &[u8; 8] = b"BAASMF1\0";
+
+fn split_array<const N: usize>(b: &[u8]) -> Option<([u8; N], &[u8])> {
+    if b.len() < N {
+        return None;
+    }
+    let (a, rest) = b.split_at(N);
+    let mut out = [0u8; N];
+    out.copy_from_slice(a);
+    Some((out, rest))
+}
+
+/// Frame tag: the payload is the chunk's bytes as they are.
+const FRAME_RAW: u8 = 0;
+/// Frame tag: the payload is one zstd frame.
+const FRAME_ZSTD: u8 = 1;
+
+/// Encodes a chunk for storage and transfer: zstd at `level`, or raw when
+/// compression would not save at least 1/32 of the bytes.
+pub fn encode_frame(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    let z = zstd::bulk::compress(data, level)
+        .map_err(|e| Error::internal("compressing a chunk failed").with_source(e))?;
+    let mut out = Vec::with_capacity(1 + z.len().min(data.len()));
+    if z.len() + data.len() / 32 < data.len() {
+        out.push(FRAME_ZSTD);
+        out.extend_from_slice(&z);
+    } else {
+        out.push(FRAME_RAW);
+        out.extend_from_slice(data);
+    }
+    Ok(out)
+}
+
+/// Decodes a frame and checks it against `hash`. A mismatch is an error,
+/// never silent corruption; so is a frame that expands past
+/// [`MAX_CHUNK_SIZE`].
+pub fn decode_frame(frame: &[u8], hash: &ChunkHash) -> Result<Vec<u8>> {
+    let data = match frame.split_first() {
+        Some((&FRAME_RAW, payload)) if payload.len() <= MAX_CHUNK_SIZE as usize => payload.to_vec(),
+        Some((&FRAME_ZSTD, payload)) => zstd::bulk::decompress(payload, MAX_CHUNK_SIZE as usize)
+            .map_err(|e| Error::internal(format!("chunk {hash} does not decompress")).with_source(e))?,
+        _ => return Err(Error::internal(format!("chunk {hash} has a malformed frame"))),
+    };
+    let got = ChunkHash::of(&data);
+    if got != *hash {
+        return Err(Error::internal(format!(
+            "chunk {hash} is corrupted: its bytes hash to {got}"
+        )));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[]));
+        assert!(is_zero(&[0; 100_003]));
+        for pos in [0, 7, 8, 63, 64, 100_002] {
+            let mut v = vec![0u8; 100_003];
+            v[pos] = 1;
+            assert!(!is_zero(&v), "{pos}");
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_detect_corruption() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let h = ChunkHash::of(&data);
+        let f = encode_frame(&data, 1).expect("compress");
+        assert_eq!(f[0], FRAME_ZSTD);
+        assert_eq!(decode_frame(&f, &h).expect("decode"), data);
+        let mut bad = f.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(decode_frame(&bad, &h).is_err());
+        assert!(decode_frame(&[], &h).is_err());
+        assert!(decode_frame(&[9, 1, 2], &h).is_err());
+        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let f = encode_frame(&random, 1).expect("compress");
+        assert_eq!(decode_frame(&f, &ChunkHash::of(&random)).expect("decode"), random);
+    }
+
+    #[test]
+    fn blank_manifest_root_equals_root_of_explicit_zero_hashes() {
+        let size = 3 * u64::from(CHUNK_SIZE) + 100;
+        let blank = Manifest::blank(size);
+        let explicit: Vec<_> = (0..4).map(|i| Some(ChunkHash::of_zeros(blank.chunk_len(i)))).collect();
+        let explicit = Manifest::new(size, CHUNK_SIZE, explicit).expect("valid");
+        assert_eq!(blank.root(), explicit.root());
+        assert_ne!(blank.root(), Manifest::blank(size + 1).root());
+    }
+
+    #[test]
+    fn manifest_rejects_bad_encodings() {
+        let m = Manifest::blank(10 * u64::from(CHUNK_SIZE));
+        let e = m.encode();
+        assert!(Manifest::decode(&e[..e.len() - 1]).is_err());
+        let mut extra = e.clone();
+        extra.push(0);
+        assert!(Manifest::decode(&extra).is_err());
+        // Two adjacent hole runs are not canonical.
+        let mut split = e[..20].to_vec();
+        split.extend_from_slice(&[0, 4, 0, 0, 0, 0, 6, 0, 0, 0]);
+        assert!(Manifest::decode(&split).is_err());
+        assert!(Manifest::new(100, 1000, vec![None]).is_err());
+    }
+
+    fn arb_manifest() -> impl Strategy<Value = Manifest> {
+        (1u64..40 * u64::from(MIN_CHUNK_SIZE), prop::sample::select(vec![MIN_CHUNK_SIZE, 8192, CHUNK_SIZE]))
+            .prop_flat_map(|(size, cs)| {
+                let n = chunk_count(size, cs) as usize;
+                (Just(size), Just(cs), prop::collection::vec(prop::option::of(any::<[u8; 32]>()), n))
+            })
+            .prop_map(|(size, cs, c)| {
+                Manifest::new(size, cs, c.into_iter().map(|o| o.map(ChunkHash)).collect()).expect("valid by construction")
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn manifest_encoding_round_trips(m in arb_manifest()) {
+            let e = m.encode();
+            let d = Manifest::decode(&e).expect("decodes");
+            prop_assert_eq!(&d, &m);
+            prop_assert_eq!(d.encode(), e);
+        }
+
+        #[test]
+        fn manifest_decode_is_canonical(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut b = MANIFEST_MAGIC.to_vec();
+            b.extend_from_slice(&bytes);
+            if let Ok(m) = Manifest::decode(&b) {
+                prop_assert_eq!(m.encode(), b);
+            }
+        }
+
+        #[test]
+        fn hex_round_trips(h in any::<[u8; 32]>()) {
+            let h = ChunkHash(h);
+            prop_assert_eq!(h.to_hex().parse::<ChunkHash>().ok(), Some(h));
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The chunk store: content-addressed, compressed chunk frames.
+
+use crate::content::ChunkHash;
+use crate::model::Timestamp;
+use crate::Result;
+
+/// What [`ChunkStore::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// The chunk was new; this many bytes were stored.
+    New(u64),
+    /// The chunk was already there (its timestamp is refreshed).
+    Existing,
+}
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepStats {
+    /// Chunks looked at.
+    pub scanned: u64,
+    /// Chunks removed.
+    pub removed: u64,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+    /// Unreferenced chunks kept because they are newer than the cutoff
+    /// (an import may still need them).
+    pub kept_recent: u64,
+}
+
+/// Space used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Stored chunks.
+    pub chunks: u64,
+    /// Stored bytes (frames).
+    pub bytes: u64,
+}
+
+/// Stores chunk frames (see [`crate::content::encode_frame`]) by the hash of
+/// their decoded bytes.
+///
+/// Contract, checked by `baas_core::conformance::chunk_store`:
+/// - `put` is idempotent and durable once [`ChunkStore::sync`] returns: a
+///   chunk is either absent or complete under its name, never partial.
+/// - `touch` and `put` of an existing chunk refresh its timestamp; `sweep`
+///   never removes a chunk whose timestamp is at or after `cutoff`, even if
+///   `touch` races with the sweep.
+/// - `get` of a missing chunk is `NotFound`.
+pub trait ChunkStore: Send + Sync + std::fmt::Debug {
+    /// Stores `frame` under `hash` unless already present.
+    fn put(&self, hash: &ChunkHash, frame: &[u8]) -> Result<Put>;
+
+    /// Refreshes the timestamp of `hash` if present; returns whether it is.
+    fn touch(&self, hash: &ChunkHash) -> Result<bool>;
+
+    /// Whether `hash` is present (no timestamp change).
+    fn contains(&self, hash: &ChunkHash) -> Result<bool>;
+
+    /// The frame stored under `hash`.
+    fn get(&self, hash: &ChunkHash) -> Result<Vec<u8>>;
+
+    /// Makes every completed `put` durable (directory entries included).
+    fn sync(&self) -> Result<()>;
+
+    /// Removes every chunk for which `keep` is false and whose timestamp is
+    /// before `cutoff`.
+    fn sweep(&self, keep: &(dyn Fn(&ChunkHash) -> bool + Sync), cutoff: Timestamp) -> Result<SweepStats>;
+
+    /// Space used.
+    fn usage(&self) -> Result<Usage>;
+}

@@ -1,0 +1,270 @@
+//! The boot queue's use cases: queue a setup (or one image version) on a
+//! machine, follow and cancel jobs, and the agent's side: take the next job,
+//! report progress, move the job along, fail it with a reason.
+
+use super::policy::{can_access_setup, can_cancel_job, can_read_image, can_read_job, can_write_image, check_agent_for, check_user};
+use super::{Actor, Baas};
+use crate::model::*;
+use crate::ports::JobFilter;
+use crate::{Error, Result};
+
+/// What a job writes.
+#[derive(Debug, Clone)]
+pub enum JobTarget {
+    /// Every entry of a setup.
+    Setup(SetupId),
+    /// One image version (the original quickstart's form).
+    Image {
+        /// The image.
+        image: ImageId,
+        /// Which version.
+        version: VersionRef,
+        /// Target disk; the image's own when `None`.
+        disk: Option<DiskSelector>,
+        /// Capture the disk when the session ends.
+        capture: bool,
+    },
+}
+
+/// A request to queue a job.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    /// The machine.
+    pub machine: MachineId,
+    /// What to write.
+    pub target: JobTarget,
+}
+
+impl Baas {
+    fn resolve_entry(&self, actor: &Actor, index: usize, entry: &SetupEntry) -> Result<JobEntry> {
+        let image = match self.meta.image(entry.image)? {
+            Some(img) if can_read_image(actor, &img) => img,
+            _ => return Err(Error::not_found(format!("image {}", entry.image))),
+        };
+        if entry.capture && !can_write_image(actor, &image) {
+            return Err(Error::forbidden(format!(
+                "entry {index}: capture needs write access to image {}",
+                image.id
+            )));
+        }
+        let version = self.resolve_version(image.id, entry.version)?;
+        Ok(JobEntry {
+            image: image.id,
+            version: version.number,
+            disk: entry.disk.clone().unwrap_or(image.disk),
+            capture: entry.capture,
+        })
+    }
+
+    /// Queues a job at the end of a machine's queue. Versions are resolved
+    /// now ("latest" means latest at queueing time), so what runs is what
+    /// was asked for.
+    pub fn enqueue_job(&self, actor: &Actor, request: JobRequest) -> Result<Job> {
+        let owner = check_user(actor)?;
+        let machine = self
+            .meta
+            .machine(request.machine)?
+            .ok_or_else(|| Error::not_found(format!("machine {}", request.machine)))?;
+        match machine.state {
+            MachineState::Ready => {}
+            MachineState::Pending => {
+                return Err(Error::conflict(format!(
+                    "machine {} is waiting to be accepted by an admin",
+                    machine.name
+                )))
+            }
+            MachineState::Retired => return Err(Error::conflict(format!("machine {} is retired", machine.name))),
+        }
+        let (setup, wanted) = match request.target {
+            JobTarget::Setup(id) => {
+                let setup = match self.meta.setup(id)? {
+                    Some(s) if can_access_setup(actor, &s) => s,
+                    _ => return Err(Error::not_found(format!("setup {id}"))),
+                };
+                (Some(id), setup.entries)
+            }
+            JobTarget::Image {
+                image,
+                version,
+                disk,
+                capture,
+            } => (
+                None,
+                vec![SetupEntry {
+                    image,
+                    version,
+                    disk,
+                    capture,
+                }],
+            ),
+        };
+        if wanted.is_empty() {
+            return Err(Error::invalid("setup", "the setup has no images to write"));
+        }
+        let entries = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, e)| self.resolve_entry(actor, i, e))
+            .collect::<Result<Vec<_>>>()?;
+        let job = Job {
+            id: JobId(self.entropy.uuid()),
+            seq: 0,
+            machine: machine.id,
+            owner,
+            setup,
+            entries,
+            state: JobState::Queued,
+            progress: Progress::default(),
+            error: None,
+            created_at: self.clock.now(),
+            started_at: None,
+            finished_at: None,
+        };
+        self.queue.enqueue(&job)
+    }
+
+    /// A job the caller may see.
+    pub fn get_job(&self, actor: &Actor, id: JobId) -> Result<Job> {
+        match self.queue.job(id)? {
+            Some(j) if can_read_job(actor, &j) => Ok(j),
+            _ => Err(Error::not_found(format!("job {id}"))),
+        }
+    }
+
+    /// Jobs: users see their own, moderators and admins everyone's.
+    pub fn list_jobs(&self, actor: &Actor, mut filter: JobFilter) -> Result<Vec<Job>> {
+        match actor {
+            Actor::User { id, role, .. } if *role < Role::Moderator => {
+                if filter.owner.is_some_and(|o| o != *id) {
+                    return Err(Error::forbidden("you may list only your own jobs"));
+                }
+                filter.owner = Some(*id);
+            }
+            Actor::Agent { machine } => filter.machine = Some(*machine),
+            _ => {}
+        }
+        self.queue.jobs(&filter)
+    }
+
+    /// A machine's waiting and active jobs, in order (any user: it shows
+    /// what is waiting and why).
+    pub fn machine_queue(&self, actor: &Actor, machine: MachineId) -> Result<Vec<Job>> {
+        self.get_machine(actor, machine)?;
+        self.queue.jobs(&JobFilter {
+            machine: Some(machine),
+            states: vec![
+                JobState::Queued,
+                JobState::Provisioning,
+                JobState::Running,
+                JobState::Capturing,
+            ],
+            ..JobFilter::default()
+        })
+    }
+
+    /// A job's timeline.
+    pub fn job_events(&self, actor: &Actor, id: JobId) -> Result<Vec<JobEvent>> {
+        self.get_job(actor, id)?;
+        self.queue.events(id)
+    }
+
+    /// Cancels a job that has not finished (its owner, moderators, admins).
+    pub fn cancel_job(&self, actor: &Actor, id: JobId) -> Result<Job> {
+        let job = self.get_job(actor, id)?;
+        if !can_cancel_job(actor, &job) {
+            return Err(Error::forbidden(format!("only the owner of job {id} or a moderator may cancel it")));
+        }
+        if job.state.is_final() {
+            return Err(Error::conflict(format!("job {id} already {}", job.state)));
+        }
+        let who = match actor {
+            Actor::User { name, .. } => name.clone(),
+            _ => "the system".into(),
+        };
+        let event = self.event("cancelled", format!("cancelled by {who}"));
+        self.queue.transition(
+            id,
+            &[JobState::Queued, JobState::Provisioning, JobState::Running, JobState::Capturing],
+            JobState::Cancelled,
+            Some(format!("cancelled by {who}")),
+            &event,
+        )
+    }
+
+    // --- the agent's side
+
+    /// The job the machine's agent should work on now: the active one if a
+    /// previous boot died in the middle of it (flashing is idempotent, so it
+    /// is simply redone), else the next queued one, handed out exactly once.
+    pub fn next_job(&self, actor: &Actor, machine: MachineId) -> Result<Option<Job>> {
+        check_agent_for(actor, machine)?;
+        let m = self.get_machine(actor, machine)?;
+        if m.state != MachineState::Ready {
+            return Ok(None);
+        }
+        if let Some(active) = self.queue.active_job(machine)? {
+            if active.state == JobState::Provisioning {
+                self.queue
+                    .append_event(active.id, &self.event("provisioning", "agent restarted; redoing the job"))?;
+            }
+            return Ok(Some(active));
+        }
+        self.queue.take_next(machine, self.clock.now())
+    }
+
+    fn agent_job(&self, actor: &Actor, id: JobId) -> Result<Job> {
+        let job = self
+            .queue
+            .job(id)?
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
+        check_agent_for(actor, job.machine)?;
+        Ok(job)
+    }
+
+    /// Records the agent's progress on an active job.
+    pub fn report_progress(&self, actor: &Actor, id: JobId, progress: Progress) -> Result<()> {
+        let job = self.agent_job(actor, id)?;
+        if !job.state.is_active() {
+            return Err(Error::conflict(format!("job {id} is {}, not active", job.state)));
+        }
+        if progress.bytes_done > progress.bytes_total {
+            return Err(Error::invalid("bytes_done", "exceeds bytes_total"));
+        }
+        crate::model::check_name("phase", &progress.phase, 32)?;
+        self.queue.set_progress(id, &progress)
+    }
+
+    /// Moves a job to its next state (agent, moderators, admins).
+    pub fn advance_job(&self, actor: &Actor, id: JobId, to: JobState, message: &str) -> Result<Job> {
+        let job = self.agent_job(actor, id)?;
+        if !job.state.can_become(to) || matches!(to, JobState::Failed | JobState::Cancelled) {
+            return Err(Error::conflict(format!("job {id} cannot go from {} to {to}", job.state)));
+        }
+        let event = self.event(to.as_str(), message);
+        self.queue.transition(id, &[job.state], to, None, &event)
+    }
+
+    /// Fails a job with the reason and the phase it failed in.
+    pub fn fail_job(&self, actor: &Actor, id: JobId, phase: &str, reason: &str) -> Result<Job> {
+        let job = self.agent_job(actor, id)?;
+        if job.state.is_final() {
+            return Err(Error::conflict(format!("job {id} already {}", job.state)));
+        }
+        let text = format!("{phase}: {reason}");
+        let event = self.event("failed", text.clone());
+        self.queue.transition(
+            id,
+            &[JobState::Queued, JobState::Provisioning, JobState::Running, JobState::Capturing],
+            JobState::Failed,
+            Some(text),
+            &event,
+        )
+    }
+
+    /// Adds a log line from the agent to a job's timeline.
+    pub fn log_job(&self, actor: &Actor, id: JobId, message: &str) -> Result<()> {
+        self.agent_job(actor, id)?;
+        let message: String = message.chars().take(4096).collect();
+        self.queue.append_event(id, &self.event("log", message))
+    }
+}

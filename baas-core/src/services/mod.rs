@@ -1,0 +1,120 @@
+//! The use cases. [`Baas`] holds the ports; each submodule adds the
+//! methods of one area. Every method takes the calling [`Actor`] and
+//! decides, through [`policy`], whether the call is allowed.
+
+use std::sync::Arc;
+
+use crate::model::*;
+use crate::ports::*;
+
+mod auth;
+mod export;
+mod gc;
+mod images;
+mod import;
+mod jobs;
+mod machines;
+pub mod policy;
+mod setups;
+mod users;
+
+pub use auth::Actor;
+pub use export::VersionReader;
+pub use gc::GcReport;
+pub use images::{ImagePatch, NewImage};
+pub use import::ImportOptions;
+pub use jobs::{JobRequest, JobTarget};
+pub use machines::{MachinePatch, NewMachine};
+pub use setups::NewSetup;
+pub use users::{NewUser, UserPatch};
+
+/// Tunables of the services.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// zstd level for new chunks.
+    pub compression_level: i32,
+    /// Threads that hash, compress and store chunks during an import.
+    pub import_workers: usize,
+    /// Largest version an import accepts, in bytes.
+    pub max_version_size: u64,
+    /// Per-user quota on stored (compressed, deduplicated-at-commit) bytes;
+    /// `None` for unlimited. Admins are exempt.
+    pub user_quota_bytes: Option<u64>,
+    /// An upload session idle for this long is dead (milliseconds).
+    pub upload_idle_timeout_ms: i64,
+    /// Garbage collection keeps unreferenced chunks younger than this
+    /// margin before its cutoff (milliseconds), for clock skew between
+    /// servers that share a chunk directory.
+    pub gc_margin_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            compression_level: 3,
+            import_workers: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+            max_version_size: MAX_IMAGE_SIZE,
+            user_quota_bytes: None,
+            upload_idle_timeout_ms: 60 * 60 * 1000,
+            gc_margin_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+/// The ports BAAS runs on.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    /// Metadata.
+    pub meta: Arc<dyn MetadataStore>,
+    /// Jobs.
+    pub queue: Arc<dyn BootQueue>,
+    /// Chunks.
+    pub chunks: Arc<dyn ChunkStore>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness.
+    pub entropy: Arc<dyn Entropy>,
+}
+
+/// The BAAS services over a set of ports. Cheap to clone; share it.
+#[derive(Debug, Clone)]
+pub struct Baas {
+    meta: Arc<dyn MetadataStore>,
+    queue: Arc<dyn BootQueue>,
+    chunks: Arc<dyn ChunkStore>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    config: Arc<Config>,
+}
+
+impl Baas {
+    /// Services over `ports` with `config`.
+    pub fn new(ports: Ports, config: Config) -> Baas {
+        Baas {
+            meta: ports.meta,
+            queue: ports.queue,
+            chunks: ports.chunks,
+            clock: ports.clock,
+            entropy: ports.entropy,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current time, from the clock port.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn event(&self, kind: &str, message: impl Into<String>) -> JobEvent {
+        JobEvent {
+            at: self.clock.now(),
+            kind: kind.to_string(),
+            message: message.into(),
+        }
+    }
+}
