@@ -1,0 +1,1 @@
+//! The BAAS chunk store on a local (or shared) filesystem directory

@@ -1,0 +1,1 @@
+//! The BAAS metadata store and boot queue on diesel: SQLite and PostgreSQL

@@ -1,0 +1,1 @@
+//! Criterion benches and side-by-side comparison scripts for BAAS

@@ -1,0 +1,1 @@
+//! The BAAS REST API and web UI on Rocket
