@@ -78,7 +78,8 @@ impl FromStr for ChunkHash {
         }
         let mut out = [0u8; 32];
         for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
         }
         Ok(ChunkHash(out))
     }
@@ -89,9 +90,9 @@ impl FromStr for ChunkHash {
 pub fn is_zero(data: &[u8]) -> bool {
     let mut blocks = data.chunks_exact(64);
     for block in &mut blocks {
-        let acc = block
-            .chunks_exact(8)
-            .fold(0u64, |acc, w| acc | u64::from_ne_bytes(w.try_into().expect("chunks_exact(8)")));
+        let acc = block.chunks_exact(8).fold(0u64, |acc, w| {
+            acc | u64::from_ne_bytes(w.try_into().expect("chunks_exact(8)"))
+        });
         if acc != 0 {
             return false;
         }
@@ -234,7 +235,10 @@ impl Manifest {
         while i < self.chunks.len() {
             let hole = self.chunks[i].is_none();
             let mut j = i;
-            while j < self.chunks.len() && self.chunks[j].is_none() == hole && j - i < u32::MAX as usize {
+            while j < self.chunks.len()
+                && self.chunks[j].is_none() == hole
+                && j - i < u32::MAX as usize
+            {
                 j += 1;
             }
             out.push(if hole { 0 } else { 1 });
@@ -253,7 +257,9 @@ impl Manifest {
     /// exactly a canonical encoding, so `encode(decode(b)) == b`.
     pub fn decode(bytes: &[u8]) -> Result<Manifest> {
         let bad = |why: &str| Error::invalid("manifest", why.to_string());
-        let rest = bytes.strip_prefix(MANIFEST_MAGIC).ok_or_else(|| bad("bad magic"))?;
+        let rest = bytes
+            .strip_prefix(MANIFEST_MAGIC)
+            .ok_or_else(|| bad("bad magic"))?;
         let (cs, rest) = split_array::<4>(rest).ok_or_else(|| bad("truncated header"))?;
         let (size, mut rest) = split_array::<8>(rest).ok_or_else(|| bad("truncated header"))?;
         let chunk_size = u32::from_le_bytes(cs);
@@ -346,8 +352,14 @@ pub fn decode_frame(frame: &[u8], hash: &ChunkHash) -> Result<Vec<u8>> {
     let data = match frame.split_first() {
         Some((&FRAME_RAW, payload)) if payload.len() <= MAX_CHUNK_SIZE as usize => payload.to_vec(),
         Some((&FRAME_ZSTD, payload)) => zstd::bulk::decompress(payload, MAX_CHUNK_SIZE as usize)
-            .map_err(|e| Error::internal(format!("chunk {hash} does not decompress")).with_source(e))?,
-        _ => return Err(Error::internal(format!("chunk {hash} has a malformed frame"))),
+            .map_err(|e| {
+                Error::internal(format!("chunk {hash} does not decompress")).with_source(e)
+            })?,
+        _ => {
+            return Err(Error::internal(format!(
+                "chunk {hash} has a malformed frame"
+            )))
+        }
     };
     let got = ChunkHash::of(&data);
     if got != *hash {
@@ -387,16 +399,23 @@ mod tests {
         assert!(decode_frame(&bad, &h).is_err());
         assert!(decode_frame(&[], &h).is_err());
         assert!(decode_frame(&[9, 1, 2], &h).is_err());
-        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let f = encode_frame(&random, 1).expect("compress");
-        assert_eq!(decode_frame(&f, &ChunkHash::of(&random)).expect("decode"), random);
+        assert_eq!(
+            decode_frame(&f, &ChunkHash::of(&random)).expect("decode"),
+            random
+        );
     }
 
     #[test]
     fn blank_manifest_root_equals_root_of_explicit_zero_hashes() {
         let size = 3 * u64::from(CHUNK_SIZE) + 100;
         let blank = Manifest::blank(size);
-        let explicit: Vec<_> = (0..4).map(|i| Some(ChunkHash::of_zeros(blank.chunk_len(i)))).collect();
+        let explicit: Vec<_> = (0..4)
+            .map(|i| Some(ChunkHash::of_zeros(blank.chunk_len(i))))
+            .collect();
         let explicit = Manifest::new(size, CHUNK_SIZE, explicit).expect("valid");
         assert_eq!(blank.root(), explicit.root());
         assert_ne!(blank.root(), Manifest::blank(size + 1).root());
@@ -418,13 +437,21 @@ mod tests {
     }
 
     fn arb_manifest() -> impl Strategy<Value = Manifest> {
-        (1u64..40 * u64::from(MIN_CHUNK_SIZE), prop::sample::select(vec![MIN_CHUNK_SIZE, 8192, CHUNK_SIZE]))
+        (
+            1u64..40 * u64::from(MIN_CHUNK_SIZE),
+            prop::sample::select(vec![MIN_CHUNK_SIZE, 8192, CHUNK_SIZE]),
+        )
             .prop_flat_map(|(size, cs)| {
                 let n = chunk_count(size, cs) as usize;
-                (Just(size), Just(cs), prop::collection::vec(prop::option::of(any::<[u8; 32]>()), n))
+                (
+                    Just(size),
+                    Just(cs),
+                    prop::collection::vec(prop::option::of(any::<[u8; 32]>()), n),
+                )
             })
             .prop_map(|(size, cs, c)| {
-                Manifest::new(size, cs, c.into_iter().map(|o| o.map(ChunkHash)).collect()).expect("valid by construction")
+                Manifest::new(size, cs, c.into_iter().map(|o| o.map(ChunkHash)).collect())
+                    .expect("valid by construction")
             })
     }
 

@@ -109,8 +109,7 @@ impl fmt::Display for DiskSelector {
 fn selector_value(kind: &str, v: &str) -> Result<String> {
     let ok = !v.is_empty()
         && v.len() <= 128
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+'));
     if ok {
         Ok(v.to_string())
@@ -157,12 +156,17 @@ impl FromStr for DiskSelector {
                 )
             })?;
             let ok = !name.is_empty()
-                && !name.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
+                && !name
+                    .split('/')
+                    .any(|seg| seg.is_empty() || seg == "." || seg == "..")
                 && name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
             if !ok {
-                return Err(Error::invalid("disk", format!("{path:?} is not a device path")));
+                return Err(Error::invalid(
+                    "disk",
+                    format!("{path:?} is not a device path"),
+                ));
             }
             DiskMatch::Path(path.to_string())
         };
@@ -334,16 +338,21 @@ impl FromStr for VersionRef {
         if s.eq_ignore_ascii_case("latest") {
             return Ok(VersionRef::Latest);
         }
-        s.parse()
-            .map(VersionRef::Number)
-            .map_err(|_| Error::invalid("version", format!("{s:?} is not a version number or \"latest\"")))
+        s.parse().map(VersionRef::Number).map_err(|_| {
+            Error::invalid(
+                "version",
+                format!("{s:?} is not a version number or \"latest\""),
+            )
+        })
     }
 }
 
 /// Validates a version note.
 pub fn check_note(note: &Option<String>) -> Result<()> {
     match note {
-        Some(n) if n.chars().count() > 1024 => Err(Error::invalid("note", "must be at most 1024 characters")),
+        Some(n) if n.chars().count() > 1024 => {
+            Err(Error::invalid("note", "must be at most 1024 characters"))
+        }
         _ => Ok(()),
     }
 }
@@ -375,14 +384,28 @@ mod tests {
 
     #[test]
     fn disk_selectors_reject_garbage_and_traversal() {
-        for s in ["", "sda", "/dev/", "/dev/../etc/passwd", "/dev/a//b", "first#0", "first#x", "serial:", "serial:a b", "index:-1"] {
+        for s in [
+            "",
+            "sda",
+            "/dev/",
+            "/dev/../etc/passwd",
+            "/dev/a//b",
+            "first#0",
+            "first#x",
+            "serial:",
+            "serial:a b",
+            "index:-1",
+        ] {
             assert!(s.parse::<DiskSelector>().is_err(), "{s:?}");
         }
     }
 
     #[test]
     fn version_refs() {
-        assert_eq!("latest".parse::<VersionRef>().ok(), Some(VersionRef::Latest));
+        assert_eq!(
+            "latest".parse::<VersionRef>().ok(),
+            Some(VersionRef::Latest)
+        );
         assert_eq!("7".parse::<VersionRef>().ok(), Some(VersionRef::Number(7)));
         assert!("-1".parse::<VersionRef>().is_err());
     }

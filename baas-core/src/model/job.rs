@@ -62,12 +62,18 @@ impl JobState {
 
     /// Succeeded, failed or cancelled.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 
     /// Holds the machine (provisioning, running, capturing).
     pub fn is_active(self) -> bool {
-        matches!(self, JobState::Provisioning | JobState::Running | JobState::Capturing)
+        matches!(
+            self,
+            JobState::Provisioning | JobState::Running | JobState::Capturing
+        )
     }
 
     /// Whether `self -> next` is a legal transition.
@@ -100,7 +106,12 @@ impl FromStr for JobState {
             "succeeded" => Succeeded,
             "failed" => Failed,
             "cancelled" => Cancelled,
-            other => return Err(Error::invalid("state", format!("{other:?} is not a job state"))),
+            other => {
+                return Err(Error::invalid(
+                    "state",
+                    format!("{other:?} is not a job state"),
+                ))
+            }
         })
     }
 }
@@ -170,7 +181,15 @@ mod tests {
         assert!(Running.can_become(Succeeded));
         assert!(!Succeeded.can_become(Failed));
         assert!(!Cancelled.can_become(Cancelled));
-        for s in [Queued, Provisioning, Running, Capturing, Succeeded, Failed, Cancelled] {
+        for s in [
+            Queued,
+            Provisioning,
+            Running,
+            Capturing,
+            Succeeded,
+            Failed,
+            Cancelled,
+        ] {
             assert_eq!(s.as_str().parse::<super::JobState>().ok(), Some(s));
         }
     }

@@ -45,7 +45,9 @@ impl FromStr for MacAddress {
         let bad = || {
             Error::invalid(
                 "mac",
-                format!("{s:?} is not a MAC address (expected six hex octets like 52:54:00:12:34:56)"),
+                format!(
+                    "{s:?} is not a MAC address (expected six hex octets like 52:54:00:12:34:56)"
+                ),
             )
         };
         let t = s.trim();
@@ -82,7 +84,10 @@ impl FromStr for MacAddress {
             *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
         }
         if out == [0; 6] {
-            return Err(Error::invalid("mac", "00:00:00:00:00:00 is not a NIC address"));
+            return Err(Error::invalid(
+                "mac",
+                "00:00:00:00:00:00 is not a NIC address",
+            ));
         }
         if out[0] & 1 == 1 {
             return Err(Error::invalid(
@@ -125,8 +130,15 @@ impl FromStr for Arch {
             "aarch64" | "arm64" => Arch::Aarch64,
             "" => return Err(Error::invalid("arch", "must not be empty")),
             _ => {
-                if l.len() > 32 || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                    return Err(Error::invalid("arch", format!("{s:?} is not an architecture name")));
+                if l.len() > 32
+                    || !l
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(Error::invalid(
+                        "arch",
+                        format!("{s:?} is not an architecture name"),
+                    ));
                 }
                 Arch::Other(l)
             }
@@ -215,7 +227,10 @@ impl FromStr for MachineState {
             "pending" => Ok(MachineState::Pending),
             "ready" => Ok(MachineState::Ready),
             "retired" => Ok(MachineState::Retired),
-            other => Err(Error::invalid("state", format!("{other:?} is not one of pending, ready, retired"))),
+            other => Err(Error::invalid(
+                "state",
+                format!("{other:?} is not one of pending, ready, retired"),
+            )),
         }
     }
 }
@@ -281,7 +296,16 @@ mod tests {
 
     #[test]
     fn macs_reject() {
-        for s in ["", "52:54:00:12:34", "52:54:00:12:34:5g", "52:54-00:12:34:56", "01:00:5e:00:00:01", "00:00:00:00:00:00", "[your MAC address]", "52::54:00:12:34:56"] {
+        for s in [
+            "",
+            "52:54:00:12:34",
+            "52:54:00:12:34:5g",
+            "52:54-00:12:34:56",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "[your MAC address]",
+            "52::54:00:12:34:56",
+        ] {
             assert!(s.parse::<MacAddress>().is_err(), "{s:?}");
         }
     }
@@ -290,7 +314,10 @@ mod tests {
     fn arches() {
         assert_eq!("amd64".parse::<Arch>().ok(), Some(Arch::X86_64));
         assert_eq!("Arm64".parse::<Arch>().ok(), Some(Arch::Aarch64));
-        assert_eq!("riscv64".parse::<Arch>().ok(), Some(Arch::Other("riscv64".into())));
+        assert_eq!(
+            "riscv64".parse::<Arch>().ok(),
+            Some(Arch::Other("riscv64".into()))
+        );
         assert!("x y".parse::<Arch>().is_err());
     }
 }

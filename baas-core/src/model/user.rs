@@ -98,8 +98,15 @@ pub fn check_email(email: &str) -> Result<()> {
     }
     check_name("email", email, 254)?;
     match email.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => Ok(()),
-        _ => Err(Error::invalid("email", format!("{email:?} is not an e-mail address"))),
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::invalid(
+            "email",
+            format!("{email:?} is not an e-mail address"),
+        )),
     }
 }
 

@@ -64,7 +64,11 @@ pub trait ChunkStore: Send + Sync + std::fmt::Debug {
 
     /// Removes every chunk for which `keep` is false and whose timestamp is
     /// before `cutoff`.
-    fn sweep(&self, keep: &(dyn Fn(&ChunkHash) -> bool + Sync), cutoff: Timestamp) -> Result<SweepStats>;
+    fn sweep(
+        &self,
+        keep: &(dyn Fn(&ChunkHash) -> bool + Sync),
+        cutoff: Timestamp,
+    ) -> Result<SweepStats>;
 
     /// Space used.
     fn usage(&self) -> Result<Usage>;

@@ -80,7 +80,10 @@ impl Baas {
             return Err(Error::unauthenticated("missing token"));
         }
         let bad = || Error::unauthenticated("invalid, expired or revoked token");
-        let token = self.meta.token_by_hash(&hash_secret(secret))?.ok_or_else(bad)?;
+        let token = self
+            .meta
+            .token_by_hash(&hash_secret(secret))?
+            .ok_or_else(bad)?;
         if !token.is_active(self.clock.now()) {
             return Err(bad());
         }

@@ -66,9 +66,9 @@ impl VersionReader {
 
 fn fetch(store: &dyn ChunkStore, hash: &ChunkHash) -> Result<Vec<u8>> {
     let frame = store.get(hash).map_err(|e| match e.kind() {
-        crate::ErrorKind::NotFound => {
-            crate::Error::internal(format!("chunk {hash} of a committed version is missing from the store"))
-        }
+        crate::ErrorKind::NotFound => crate::Error::internal(format!(
+            "chunk {hash} of a committed version is missing from the store"
+        )),
         _ => e,
     })?;
     decode_frame(&frame, hash)
@@ -106,7 +106,10 @@ impl Seek for VersionReader {
             SeekFrom::Current(d) => self.pos as i128 + d as i128,
         };
         if target < 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start",
+            ));
         }
         self.pos = target.min(u64::MAX as i128) as u64;
         Ok(self.pos)
@@ -115,7 +118,12 @@ impl Seek for VersionReader {
 
 impl Baas {
     /// Opens `version` of an image the caller may read.
-    pub fn open_version(&self, actor: &Actor, image: ImageId, version: VersionRef) -> Result<VersionReader> {
+    pub fn open_version(
+        &self,
+        actor: &Actor,
+        image: ImageId,
+        version: VersionRef,
+    ) -> Result<VersionReader> {
         let (version, manifest) = self.get_manifest(actor, image, version)?;
         Ok(VersionReader {
             chunks: self.chunks.clone(),
@@ -129,10 +137,18 @@ impl Baas {
     /// One stored chunk frame, for clients that fetch chunk by chunk (the
     /// agent). The caller must be able to read some version that uses it;
     /// the frame is returned as stored, and the client verifies it.
-    pub fn chunk_frame(&self, actor: &Actor, image: ImageId, version: VersionRef, hash: &ChunkHash) -> Result<Vec<u8>> {
+    pub fn chunk_frame(
+        &self,
+        actor: &Actor,
+        image: ImageId,
+        version: VersionRef,
+        hash: &ChunkHash,
+    ) -> Result<Vec<u8>> {
         let (_, manifest) = self.get_manifest(actor, image, version)?;
         if !manifest.chunks().iter().any(|c| c.as_ref() == Some(hash)) {
-            return Err(crate::Error::not_found(format!("chunk {hash} in that version")));
+            return Err(crate::Error::not_found(format!(
+                "chunk {hash} in that version"
+            )));
         }
         self.chunks.get(hash)
     }

@@ -99,7 +99,9 @@ impl Baas {
     pub fn list_images(&self, actor: &Actor, owner: Option<UserId>) -> Result<Vec<Image>> {
         let readable_by = match actor {
             Actor::System => None,
-            Actor::User { role: Role::Admin, .. } => None,
+            Actor::User {
+                role: Role::Admin, ..
+            } => None,
             Actor::User { id, .. } => Some(*id),
             Actor::Agent { .. } => return Err(Error::forbidden("agents do not list images")),
         };
@@ -135,7 +137,10 @@ impl Baas {
             }
             for u in &users {
                 if self.meta.user(*u)?.is_none() {
-                    return Err(Error::invalid("shared_with", format!("user {u} does not exist")));
+                    return Err(Error::invalid(
+                        "shared_with",
+                        format!("user {u} does not exist"),
+                    ));
                 }
             }
             image.shared_with = users;
@@ -159,7 +164,12 @@ impl Baas {
     }
 
     /// Resolves `version` of an image the caller may read.
-    pub fn get_version(&self, actor: &Actor, image: ImageId, version: VersionRef) -> Result<Version> {
+    pub fn get_version(
+        &self,
+        actor: &Actor,
+        image: ImageId,
+        version: VersionRef,
+    ) -> Result<Version> {
         self.get_image(actor, image)?;
         self.resolve_version(image, version)
     }
@@ -173,7 +183,12 @@ impl Baas {
     }
 
     /// A version and its manifest.
-    pub fn get_manifest(&self, actor: &Actor, image: ImageId, version: VersionRef) -> Result<(Version, Manifest)> {
+    pub fn get_manifest(
+        &self,
+        actor: &Actor,
+        image: ImageId,
+        version: VersionRef,
+    ) -> Result<(Version, Manifest)> {
         let v = self.get_version(actor, image, version)?;
         let m = self
             .meta

@@ -76,7 +76,13 @@ impl Baas {
         Ok(())
     }
 
-    fn open_session(&self, actor: &Actor, image: &Image, manifest: Option<Manifest>, source: VersionSource) -> Result<UploadSession> {
+    fn open_session(
+        &self,
+        actor: &Actor,
+        image: &Image,
+        manifest: Option<Manifest>,
+        source: VersionSource,
+    ) -> Result<UploadSession> {
         let created_by = match actor {
             Actor::System => image.owner,
             _ => check_user(actor)?,
@@ -98,7 +104,11 @@ impl Baas {
 
     /// Stores one chunk's bytes unless they are zeros or already stored;
     /// returns its manifest entry and the bytes newly stored.
-    fn store_chunk(&self, data: &[u8], seen: &Mutex<HashSet<ChunkHash>>) -> Result<(Option<ChunkHash>, u64)> {
+    fn store_chunk(
+        &self,
+        data: &[u8],
+        seen: &Mutex<HashSet<ChunkHash>>,
+    ) -> Result<(Option<ChunkHash>, u64)> {
         if is_zero(data) {
             return Ok((None, 0));
         }
@@ -120,7 +130,11 @@ impl Baas {
     /// Reads `reader` to its end, storing chunks on worker threads while
     /// the next ones are read. Memory is bounded by about three chunks per
     /// worker.
-    fn store_stream(&self, reader: &mut dyn Read, session: &UploadSession) -> Result<(Manifest, u64)> {
+    fn store_stream(
+        &self,
+        reader: &mut dyn Read,
+        session: &UploadSession,
+    ) -> Result<(Manifest, u64)> {
         let cs = CHUNK_SIZE as usize;
         let workers = self.config.import_workers.max(1);
         let limit = self.config.max_version_size;
@@ -144,7 +158,9 @@ impl Baas {
                     if failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    let r = self.store_chunk(&buf, seen).map(|(h, added)| (index, h, added, buf));
+                    let r = self
+                        .store_chunk(&buf, seen)
+                        .map(|(h, added)| (index, h, added, buf));
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -159,7 +175,10 @@ impl Baas {
             let mut added = 0u64;
             let mut first_error: Option<Error> = None;
             let mut pool: Vec<Vec<u8>> = Vec::new();
-            let mut take = |r: Done, entries: &mut Vec<Option<ChunkHash>>, pool: &mut Vec<Vec<u8>>, first_error: &mut Option<Error>| match r {
+            let mut take = |r: Done,
+                            entries: &mut Vec<Option<ChunkHash>>,
+                            pool: &mut Vec<Vec<u8>>,
+                            first_error: &mut Option<Error>| match r {
                 Ok((i, h, a, buf)) => {
                     if entries.len() <= i {
                         entries.resize(i + 1, None);
@@ -229,7 +248,13 @@ impl Baas {
 
     /// Checks that a session is still alive (garbage collection protects
     /// its chunks only while it is) and commits its version.
-    fn finish_session(&self, session: &UploadSession, manifest: Manifest, added: u64, note: Option<String>) -> Result<Version> {
+    fn finish_session(
+        &self,
+        session: &UploadSession,
+        manifest: Manifest,
+        added: u64,
+        note: Option<String>,
+    ) -> Result<Version> {
         let now = self.clock.now();
         let alive_since = now.plus_millis(-self.config.upload_idle_timeout_ms);
         match self.meta.upload(session.id)? {
@@ -260,7 +285,13 @@ impl Baas {
 
     /// Imports `reader` as the next version of `image` (owner or admin).
     /// The stream is read once; chunks already stored cost no space.
-    pub fn import_version(&self, actor: &Actor, image: ImageId, reader: &mut dyn Read, opts: ImportOptions) -> Result<Version> {
+    pub fn import_version(
+        &self,
+        actor: &Actor,
+        image: ImageId,
+        reader: &mut dyn Read,
+        opts: ImportOptions,
+    ) -> Result<Version> {
         let img = self.get_image(actor, image)?;
         check_write_image(actor, &img)?;
         check_note(&opts.note)?;
@@ -268,7 +299,9 @@ impl Baas {
         let session = self.open_session(actor, &img, None, VersionSource::Upload)?;
         let result = self
             .store_stream(reader, &session)
-            .and_then(|(manifest, added)| self.finish_session(&session, manifest, added, opts.note));
+            .and_then(|(manifest, added)| {
+                self.finish_session(&session, manifest, added, opts.note)
+            });
         let ended = self.meta.delete_upload(session.id);
         let version = result?;
         ended?;
@@ -306,7 +339,12 @@ impl Baas {
     /// Starts a chunk-level upload of `manifest` as the next version of
     /// `image`; returns the session and the chunks the store lacks (in
     /// manifest order of first use).
-    pub fn begin_upload(&self, actor: &Actor, image: ImageId, manifest: Manifest) -> Result<(UploadSession, Vec<ChunkHash>)> {
+    pub fn begin_upload(
+        &self,
+        actor: &Actor,
+        image: ImageId,
+        manifest: Manifest,
+    ) -> Result<(UploadSession, Vec<ChunkHash>)> {
         let img = self.get_image(actor, image)?;
         check_write_image(actor, &img)?;
         if manifest.size() > self.config.max_version_size {
@@ -316,10 +354,14 @@ impl Baas {
             )));
         }
         if manifest.chunk_size() != CHUNK_SIZE {
-            return Err(Error::invalid("manifest", format!("chunk size must be {CHUNK_SIZE}")));
+            return Err(Error::invalid(
+                "manifest",
+                format!("chunk size must be {CHUNK_SIZE}"),
+            ));
         }
         self.owner_quota_check(&img, 0)?;
-        let session = self.open_session(actor, &img, Some(manifest.clone()), VersionSource::Upload)?;
+        let session =
+            self.open_session(actor, &img, Some(manifest.clone()), VersionSource::Upload)?;
         let missing = self.missing_of(&manifest)?;
         Ok((session, missing))
     }
@@ -330,27 +372,42 @@ impl Baas {
         self.meta.touch_upload(id, self.clock.now(), 0)?;
         match &session.manifest {
             Some(m) => self.missing_of(m),
-            None => Err(Error::invalid("upload", "this upload is a stream, not chunk-level")),
+            None => Err(Error::invalid(
+                "upload",
+                "this upload is a stream, not chunk-level",
+            )),
         }
     }
 
     /// Receives one chunk frame of an upload. The frame is decoded and
     /// checked against `hash` before anything is stored.
-    pub fn upload_chunk(&self, actor: &Actor, id: UploadId, hash: ChunkHash, frame: &[u8]) -> Result<Put> {
+    pub fn upload_chunk(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        hash: ChunkHash,
+        frame: &[u8],
+    ) -> Result<Put> {
         let session = self.session_for(actor, id)?;
         let manifest = session
             .manifest
             .as_ref()
             .ok_or_else(|| Error::invalid("upload", "this upload is a stream, not chunk-level"))?;
         if !manifest.chunks().contains(&Some(hash)) {
-            return Err(Error::invalid("hash", format!("chunk {hash} is not in this upload's manifest")));
+            return Err(Error::invalid(
+                "hash",
+                format!("chunk {hash} is not in this upload's manifest"),
+            ));
         }
         let data = decode_frame(frame, &hash).map_err(|e| match e.kind() {
             ErrorKind::Internal => Error::invalid("chunk", e.message().to_string()),
             _ => e,
         })?;
         if data.len() > manifest.chunk_size() as usize {
-            return Err(Error::invalid("chunk", "longer than the manifest's chunk size"));
+            return Err(Error::invalid(
+                "chunk",
+                "longer than the manifest's chunk size",
+            ));
         }
         let put = self.chunks.put(&hash, frame)?;
         let added = match put {
@@ -362,7 +419,12 @@ impl Baas {
     }
 
     /// Commits a chunk-level upload once every chunk is stored.
-    pub fn commit_upload(&self, actor: &Actor, id: UploadId, opts: ImportOptions) -> Result<Version> {
+    pub fn commit_upload(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        opts: ImportOptions,
+    ) -> Result<Version> {
         let session = self.session_for(actor, id)?;
         check_note(&opts.note)?;
         let manifest = session

@@ -2,7 +2,10 @@
 //! machine, follow and cancel jobs, and the agent's side: take the next job,
 //! report progress, move the job along, fail it with a reason.
 
-use super::policy::{can_access_setup, can_cancel_job, can_read_image, can_read_job, can_write_image, check_agent_for, check_user};
+use super::policy::{
+    can_access_setup, can_cancel_job, can_read_image, can_read_job, can_write_image,
+    check_agent_for, check_user,
+};
 use super::{Actor, Baas};
 use crate::model::*;
 use crate::ports::JobFilter;
@@ -73,7 +76,12 @@ impl Baas {
                     machine.name
                 )))
             }
-            MachineState::Retired => return Err(Error::conflict(format!("machine {} is retired", machine.name))),
+            MachineState::Retired => {
+                return Err(Error::conflict(format!(
+                    "machine {} is retired",
+                    machine.name
+                )))
+            }
         }
         let (setup, wanted) = match request.target {
             JobTarget::Setup(id) => {
@@ -172,7 +180,9 @@ impl Baas {
     pub fn cancel_job(&self, actor: &Actor, id: JobId) -> Result<Job> {
         let job = self.get_job(actor, id)?;
         if !can_cancel_job(actor, &job) {
-            return Err(Error::forbidden(format!("only the owner of job {id} or a moderator may cancel it")));
+            return Err(Error::forbidden(format!(
+                "only the owner of job {id} or a moderator may cancel it"
+            )));
         }
         if job.state.is_final() {
             return Err(Error::conflict(format!("job {id} already {}", job.state)));
@@ -184,7 +194,12 @@ impl Baas {
         let event = self.event("cancelled", format!("cancelled by {who}"));
         self.queue.transition(
             id,
-            &[JobState::Queued, JobState::Provisioning, JobState::Running, JobState::Capturing],
+            &[
+                JobState::Queued,
+                JobState::Provisioning,
+                JobState::Running,
+                JobState::Capturing,
+            ],
             JobState::Cancelled,
             Some(format!("cancelled by {who}")),
             &event,
@@ -204,8 +219,10 @@ impl Baas {
         }
         if let Some(active) = self.queue.active_job(machine)? {
             if active.state == JobState::Provisioning {
-                self.queue
-                    .append_event(active.id, &self.event("provisioning", "agent restarted; redoing the job"))?;
+                self.queue.append_event(
+                    active.id,
+                    &self.event("provisioning", "agent restarted; redoing the job"),
+                )?;
             }
             return Ok(Some(active));
         }
@@ -225,7 +242,10 @@ impl Baas {
     pub fn report_progress(&self, actor: &Actor, id: JobId, progress: Progress) -> Result<()> {
         let job = self.agent_job(actor, id)?;
         if !job.state.is_active() {
-            return Err(Error::conflict(format!("job {id} is {}, not active", job.state)));
+            return Err(Error::conflict(format!(
+                "job {id} is {}, not active",
+                job.state
+            )));
         }
         if progress.bytes_done > progress.bytes_total {
             return Err(Error::invalid("bytes_done", "exceeds bytes_total"));
@@ -235,10 +255,19 @@ impl Baas {
     }
 
     /// Moves a job to its next state (agent, moderators, admins).
-    pub fn advance_job(&self, actor: &Actor, id: JobId, to: JobState, message: &str) -> Result<Job> {
+    pub fn advance_job(
+        &self,
+        actor: &Actor,
+        id: JobId,
+        to: JobState,
+        message: &str,
+    ) -> Result<Job> {
         let job = self.agent_job(actor, id)?;
         if !job.state.can_become(to) || matches!(to, JobState::Failed | JobState::Cancelled) {
-            return Err(Error::conflict(format!("job {id} cannot go from {} to {to}", job.state)));
+            return Err(Error::conflict(format!(
+                "job {id} cannot go from {} to {to}",
+                job.state
+            )));
         }
         let event = self.event(to.as_str(), message);
         self.queue.transition(id, &[job.state], to, None, &event)
@@ -254,7 +283,12 @@ impl Baas {
         let event = self.event("failed", text.clone());
         self.queue.transition(
             id,
-            &[JobState::Queued, JobState::Provisioning, JobState::Running, JobState::Capturing],
+            &[
+                JobState::Queued,
+                JobState::Provisioning,
+                JobState::Running,
+                JobState::Capturing,
+            ],
             JobState::Failed,
             Some(text),
             &event,

@@ -60,7 +60,9 @@ impl Baas {
     /// Every machine (any user: they choose where to run).
     pub fn list_machines(&self, actor: &Actor) -> Result<Vec<Machine>> {
         if let Actor::Agent { .. } = actor {
-            return Err(Error::forbidden("machine credentials may only be used by the agent"));
+            return Err(Error::forbidden(
+                "machine credentials may only be used by the agent",
+            ));
         }
         self.meta.machines()
     }
@@ -72,7 +74,9 @@ impl Baas {
                 return Err(Error::not_found(format!("machine {id}")));
             }
         }
-        self.meta.machine(id)?.ok_or_else(|| Error::not_found(format!("machine {id}")))
+        self.meta
+            .machine(id)?
+            .ok_or_else(|| Error::not_found(format!("machine {id}")))
     }
 
     /// A machine by MAC.
@@ -91,7 +95,12 @@ impl Baas {
 
     /// Changes a machine (moderators and admins). Retiring a machine with
     /// an active job is refused.
-    pub fn update_machine(&self, actor: &Actor, id: MachineId, patch: MachinePatch) -> Result<Machine> {
+    pub fn update_machine(
+        &self,
+        actor: &Actor,
+        id: MachineId,
+        patch: MachinePatch,
+    ) -> Result<Machine> {
         check_moderator(actor, "change machines")?;
         let mut m = self.get_machine(actor, id)?;
         if let Some(name) = patch.name {
@@ -120,11 +129,19 @@ impl Baas {
 
     /// Records what the machine's agent found (the agent itself, or a
     /// moderator).
-    pub fn report_inventory(&self, actor: &Actor, id: MachineId, inventory: Inventory) -> Result<Machine> {
+    pub fn report_inventory(
+        &self,
+        actor: &Actor,
+        id: MachineId,
+        inventory: Inventory,
+    ) -> Result<Machine> {
         check_agent_for(actor, id)?;
         let mut m = self.get_machine(actor, id)?;
         if inventory.disks.len() > 256 || inventory.nics.len() > 256 {
-            return Err(Error::invalid("inventory", "at most 256 disks and 256 NICs"));
+            return Err(Error::invalid(
+                "inventory",
+                "at most 256 disks and 256 NICs",
+            ));
         }
         m.inventory = Some(inventory);
         m.last_seen = Some(self.clock.now());

@@ -53,7 +53,9 @@ pub fn check_publish(actor: &Actor) -> Result<()> {
     if actor.at_least(Role::Moderator) {
         Ok(())
     } else {
-        Err(Error::forbidden("only moderators and admins may make an image public"))
+        Err(Error::forbidden(
+            "only moderators and admins may make an image public",
+        ))
     }
 }
 
@@ -76,7 +78,9 @@ pub fn check_moderator(actor: &Actor, what: &str) -> Result<()> {
     if actor.at_least(Role::Moderator) {
         Ok(())
     } else {
-        Err(Error::forbidden(format!("only moderators and admins may {what}")))
+        Err(Error::forbidden(format!(
+            "only moderators and admins may {what}"
+        )))
     }
 }
 
@@ -84,8 +88,13 @@ pub fn check_moderator(actor: &Actor, what: &str) -> Result<()> {
 pub fn check_user(actor: &Actor) -> Result<UserId> {
     match actor {
         Actor::User { id, .. } => Ok(*id),
-        Actor::System => Err(Error::invalid("owner", "the system actor must name an owner")),
-        Actor::Agent { .. } => Err(Error::forbidden("machine credentials may only be used by the agent")),
+        Actor::System => Err(Error::invalid(
+            "owner",
+            "the system actor must name an owner",
+        )),
+        Actor::Agent { .. } => Err(Error::forbidden(
+            "machine credentials may only be used by the agent",
+        )),
     }
 }
 
@@ -120,9 +129,13 @@ pub fn can_cancel_job(actor: &Actor, job: &Job) -> bool {
 pub fn check_agent_for(actor: &Actor, machine: MachineId) -> Result<()> {
     match actor {
         Actor::Agent { machine: m } if *m == machine => Ok(()),
-        Actor::Agent { .. } => Err(Error::forbidden("this credential belongs to another machine")),
+        Actor::Agent { .. } => Err(Error::forbidden(
+            "this credential belongs to another machine",
+        )),
         _ if actor.at_least(Role::Moderator) => Ok(()),
-        _ => Err(Error::forbidden("only the machine's agent, moderators and admins may drive its queue")),
+        _ => Err(Error::forbidden(
+            "only the machine's agent, moderators and admins may drive its queue",
+        )),
     }
 }
 

@@ -70,7 +70,9 @@ impl Baas {
         if !can_read_user(actor, id) {
             return Err(Error::not_found(format!("user {id}")));
         }
-        self.meta.user(id)?.ok_or_else(|| Error::not_found(format!("user {id}")))
+        self.meta
+            .user(id)?
+            .ok_or_else(|| Error::not_found(format!("user {id}")))
     }
 
     /// A user by login name, with the same rule as [`Baas::get_user`].

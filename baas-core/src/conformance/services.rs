@@ -1,0 +1,1008 @@
+//! The use cases end to end on a real set of ports: what a user of BAAS
+//! relies on, whatever the adapters.
+
+use std::any::Any;
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PropConfig, TestRunner};
+
+use crate::content::{encode_frame, is_zero, ChunkHash, Manifest, CHUNK_SIZE};
+use crate::model::*;
+use crate::ports::JobFilter;
+use crate::services::*;
+use crate::{Baas, Config, ErrorKind};
+
+/// What a services test gets: the ports and whatever keeps them alive.
+pub type ServicesSubject = (Ports, Box<dyn Any>);
+
+fn baas(s: &ServicesSubject) -> Baas {
+    Baas::new(
+        s.0.clone(),
+        Config {
+            import_workers: 4,
+            gc_margin_ms: 0,
+            ..Config::default()
+        },
+    )
+}
+
+struct People {
+    admin: Actor,
+    alice: Actor,
+    bob: Actor,
+    moderator: Actor,
+}
+
+fn people(b: &Baas) -> People {
+    let mk = |role| {
+        let u = b
+            .create_user(
+                &Actor::System,
+                NewUser {
+                    name: format!("{}-{}", role, super::suffix()),
+                    display_name: String::new(),
+                    email: String::new(),
+                    role,
+                },
+            )
+            .expect("create user");
+        Actor::user(&u)
+    };
+    People {
+        admin: mk(Role::Admin),
+        alice: mk(Role::User),
+        bob: mk(Role::User),
+        moderator: mk(Role::Moderator),
+    }
+}
+
+fn new_image(b: &Baas, who: &Actor, size: u64) -> Image {
+    b.create_image(
+        who,
+        NewImage {
+            owner: None,
+            name: "disk".into(),
+            disk: DiskSelector::first(),
+            size,
+            metadata: Default::default(),
+            visibility: Visibility::Private,
+        },
+    )
+    .expect("create image")
+    .0
+}
+
+/// Deterministic sparse test data: runs of zeros and of patterned bytes.
+fn sparse(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let mut x = seed | 1;
+    let mut i = 0;
+    while i < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let run = (x % 150_000) as usize + 1;
+        let end = (i + run).min(len);
+        if x % 3 == 0 {
+            for (k, b) in v[i..end].iter_mut().enumerate() {
+                *b = (x >> (k % 56)) as u8 ^ k as u8;
+            }
+        }
+        i = end;
+    }
+    v
+}
+
+fn import(b: &Baas, who: &Actor, image: ImageId, data: &[u8]) -> Version {
+    b.import_version(who, image, &mut Cursor::new(data), ImportOptions::default())
+        .expect("import")
+}
+
+fn export(b: &Baas, who: &Actor, image: ImageId, v: VersionRef) -> Vec<u8> {
+    let mut out = Vec::new();
+    b.open_version(who, image, v)
+        .expect("open")
+        .read_to_end(&mut out)
+        .expect("read");
+    out
+}
+
+/// The root hash a client computes from the bytes alone.
+fn root_of(data: &[u8]) -> ChunkHash {
+    let chunks = data
+        .chunks(CHUNK_SIZE as usize)
+        .map(|c| {
+            if is_zero(c) {
+                None
+            } else {
+                Some(ChunkHash::of(c))
+            }
+        })
+        .collect();
+    Manifest::new(data.len() as u64, CHUNK_SIZE, chunks)
+        .expect("manifest")
+        .root()
+}
+
+/// Property: importing random sparse data and exporting it gives the same
+/// bytes, and the root hash is what the bytes alone give.
+pub fn import_export_round_trips_sparse_data(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 1 << 20);
+    let mut runner = TestRunner::new(PropConfig {
+        cases: 12,
+        failure_persistence: None,
+        ..PropConfig::default()
+    });
+    runner
+        .run(&(any::<u64>(), 0usize..1_500_000), |(seed, len)| {
+            let data = sparse(seed, len);
+            let v = import(&b, &p.alice, img.id, &data);
+            prop_assert_eq!(v.size, len as u64);
+            prop_assert_eq!(v.root, root_of(&data));
+            let back = export(&b, &p.alice, img.id, VersionRef::Number(v.number));
+            prop_assert!(back == data, "exported bytes differ");
+            Ok(())
+        })
+        .expect("round trip");
+    // Version 0 reads back as zeros of the declared size.
+    let zeros = export(&b, &p.alice, img.id, VersionRef::Number(0));
+    assert_eq!(zeros.len(), 1 << 20);
+    assert!(is_zero(&zeros));
+}
+
+/// Importing the same bytes again stores nothing new.
+pub fn reimport_stores_no_new_chunk(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let data = sparse(42, 3_000_000);
+    let v1 = import(&b, &p.alice, img.id, &data);
+    assert!(v1.added_bytes > 0);
+    let before = s.0.chunks.usage().expect("usage");
+    let v2 = import(&b, &p.alice, img.id, &data);
+    assert_eq!(v2.added_bytes, 0);
+    assert_eq!(v2.root, v1.root);
+    assert_eq!(s.0.chunks.usage().expect("usage"), before);
+    // Another user's identical upload is deduplicated too.
+    let other = new_image(&b, &p.bob, 4096);
+    assert_eq!(import(&b, &p.bob, other.id, &data).added_bytes, 0);
+}
+
+/// Eight concurrent imports into one image get eight distinct, consecutive
+/// versions, each reading back as what was sent.
+pub fn concurrent_imports_get_consecutive_versions(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let results: Vec<(u32, Vec<u8>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..8u64)
+            .map(|i| {
+                let (b, who) = (b.clone(), p.alice.clone());
+                sc.spawn(move || {
+                    let data = sparse(1000 + i, 400_000 + i as usize * 10_000);
+                    (import(&b, &who, img.id, &data).number, data)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut numbers: Vec<u32> = results.iter().map(|r| r.0).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+    for (n, data) in results {
+        assert!(
+            export(&b, &p.alice, img.id, VersionRef::Number(n)) == data,
+            "version {n}"
+        );
+    }
+}
+
+struct Failing {
+    left: usize,
+}
+
+impl Read for Failing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "client went away",
+            ));
+        }
+        let n = buf.len().min(self.left);
+        buf[..n].fill(0xab);
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// A broken stream or an oversized one leaves no version and no session.
+pub fn failed_import_leaves_no_version(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let err = b
+        .import_version(
+            &p.alice,
+            img.id,
+            &mut Failing { left: 1_000_000 },
+            ImportOptions::default(),
+        )
+        .expect_err("broken stream");
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    let small = Baas::new(
+        s.0.clone(),
+        Config {
+            max_version_size: 100_000,
+            ..Config::default()
+        },
+    );
+    let err = small
+        .import_version(
+            &p.alice,
+            img.id,
+            &mut Cursor::new(vec![1u8; 200_000]),
+            ImportOptions::default(),
+        )
+        .expect_err("too large");
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    let versions = b.list_versions(&p.alice, img.id).expect("versions");
+    assert_eq!(versions.len(), 1, "only the blank version 0");
+    assert_eq!(
+        s.0.meta.oldest_live_upload(Timestamp(0)).expect("sessions"),
+        None
+    );
+    // The next import still gets number 1.
+    assert_eq!(import(&b, &p.alice, img.id, b"hello").number, 1);
+}
+
+/// The chunk-level protocol: send the manifest, then only missing chunks,
+/// across a "broken connection", then commit.
+pub fn chunk_upload_protocol_resumes(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let data = sparse(7, 2_000_000);
+    let chunks: Vec<&[u8]> = data.chunks(CHUNK_SIZE as usize).collect();
+    let entries = chunks
+        .iter()
+        .map(|c| {
+            if is_zero(c) {
+                None
+            } else {
+                Some(ChunkHash::of(c))
+            }
+        })
+        .collect();
+    let manifest = Manifest::new(data.len() as u64, CHUNK_SIZE, entries).expect("manifest");
+    let (session, missing) = b
+        .begin_upload(&p.alice, img.id, manifest.clone())
+        .expect("begin");
+    assert_eq!(missing.len(), manifest.distinct_chunks().len());
+    let frame_of = |h: &ChunkHash| {
+        let c = chunks
+            .iter()
+            .find(|c| ChunkHash::of(c) == *h)
+            .expect("chunk");
+        encode_frame(c, 1).expect("frame")
+    };
+    let half = missing.len() / 2;
+    for h in &missing[..half] {
+        b.upload_chunk(&p.alice, session.id, *h, &frame_of(h))
+            .expect("chunk");
+    }
+    let err = b
+        .commit_upload(&p.alice, session.id, ImportOptions::default())
+        .expect_err("incomplete");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let wrong = b
+        .upload_chunk(&p.alice, session.id, missing[half], &frame_of(&missing[0]))
+        .expect_err("mismatch");
+    assert_eq!(wrong.kind(), ErrorKind::Invalid);
+    assert_eq!(
+        b.upload_chunk(&p.bob, session.id, missing[half], &frame_of(&missing[half]))
+            .expect_err("not bob's")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    let rest = b.upload_missing(&p.alice, session.id).expect("resume");
+    assert_eq!(rest.len(), missing.len() - half);
+    for h in &rest {
+        b.upload_chunk(&p.alice, session.id, *h, &frame_of(h))
+            .expect("chunk");
+    }
+    let v = b
+        .commit_upload(
+            &p.alice,
+            session.id,
+            ImportOptions {
+                note: Some("chunked".into()),
+            },
+        )
+        .expect("commit");
+    assert_eq!(v.root, manifest.root());
+    assert!(export(&b, &p.alice, img.id, VersionRef::Latest) == data);
+    // Uploading the same image again needs no chunk at all.
+    let (again, missing) = b.begin_upload(&p.alice, img.id, manifest).expect("begin");
+    assert!(missing.is_empty());
+    assert_eq!(
+        b.commit_upload(&p.alice, again.id, ImportOptions::default())
+            .expect("commit")
+            .added_bytes,
+        0
+    );
+}
+
+/// A stored chunk whose bytes do not match its hash is an error on read,
+/// never wrong data.
+pub fn corrupted_chunk_is_an_error(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let good: Vec<u8> = (0..CHUNK_SIZE).map(|i| (i % 251) as u8 | 1).collect();
+    let mut evil = good.clone();
+    evil[100] ^= 1;
+    let h = ChunkHash::of(&good);
+    s.0.chunks
+        .put(&h, &encode_frame(&evil, 1).expect("frame"))
+        .expect("plant");
+    let v = import(&b, &p.alice, img.id, &good);
+    let mut r = b
+        .open_version(&p.alice, img.id, VersionRef::Number(v.number))
+        .expect("open");
+    let err = r
+        .read_to_end(&mut Vec::new())
+        .expect_err("corruption detected");
+    let inner = err
+        .into_inner()
+        .and_then(|e| e.downcast::<crate::Error>().ok())
+        .expect("a BAAS error");
+    assert_eq!(inner.kind(), ErrorKind::Internal);
+    assert!(inner.message().contains("corrupted"), "{}", inner.message());
+}
+
+/// Garbage collection removes chunks of deleted versions and images only.
+pub fn gc_reclaims_only_orphans(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let a = sparse(1, 1_000_000);
+    let mut bb = a.clone();
+    bb[500_000..600_000].fill(0x5a);
+    let va = import(&b, &p.alice, img.id, &a);
+    let vb = import(&b, &p.alice, img.id, &bb);
+    let gone = new_image(&b, &p.alice, 4096);
+    import(&b, &p.alice, gone.id, &sparse(2, 500_000));
+    assert_eq!(
+        b.collect_garbage(&p.alice).expect_err("admins only").kind(),
+        ErrorKind::Forbidden
+    );
+    let before = s.0.chunks.usage().expect("usage");
+    let noop = b.collect_garbage(&p.admin).expect("gc");
+    assert_eq!(noop.usage, before, "nothing is garbage yet");
+    b.delete_version(&p.alice, img.id, va.number)
+        .expect("delete");
+    b.delete_image(&p.alice, gone.id).expect("delete");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let report = b.collect_garbage(&p.admin).expect("gc");
+    assert!(report.sweep.removed > 0);
+    assert!(report.usage.bytes < before.bytes);
+    assert!(export(&b, &p.alice, img.id, VersionRef::Number(vb.number)) == bb);
+    let again = b.collect_garbage(&p.admin).expect("gc");
+    assert_eq!(again.sweep.removed, 0, "a second collection finds nothing");
+}
+
+struct Gate {
+    first: Vec<u8>,
+    rest: Vec<u8>,
+    pos: usize,
+    reached: Option<mpsc::Sender<()>>,
+    open: mpsc::Receiver<()>,
+}
+
+impl Read for Gate {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos < self.first.len() {
+            let n = buf.len().min(self.first.len() - self.pos);
+            buf[..n].copy_from_slice(&self.first[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        if let Some(tx) = self.reached.take() {
+            let _ = tx.send(());
+            let _ = self.open.recv();
+        }
+        let at = self.pos - self.first.len();
+        let n = buf.len().min(self.rest.len() - at);
+        buf[..n].copy_from_slice(&self.rest[at..at + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A collection that runs while an import is half done keeps the chunks
+/// the import already stored, so the import commits a readable version.
+pub fn gc_spares_chunks_of_an_import_in_progress(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let data = sparse(77, 2_000_000);
+    let (reached_tx, reached_rx) = mpsc::channel();
+    let (open_tx, open_rx) = mpsc::channel();
+    let half = 16 * CHUNK_SIZE as usize;
+    let gate = Gate {
+        first: data[..half].to_vec(),
+        rest: data[half..].to_vec(),
+        pos: 0,
+        reached: Some(reached_tx),
+        open: open_rx,
+    };
+    std::thread::scope(|sc| {
+        let (b2, who) = (b.clone(), p.alice.clone());
+        let h = sc.spawn(move || {
+            let mut gate = gate;
+            b2.import_version(&who, img.id, &mut gate, ImportOptions::default())
+        });
+        reached_rx.recv().expect("import reached the gate");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        b.collect_garbage(&p.admin).expect("gc");
+        open_tx.send(()).expect("open gate");
+        let v = h.join().expect("thread").expect("import commits");
+        assert!(export(&b, &p.alice, img.id, VersionRef::Number(v.number)) == data);
+    });
+}
+
+/// Who may do what, through the services.
+pub fn authorization_rules(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let k = |r: crate::Result<Image>| r.expect_err("denied").kind();
+    assert_eq!(k(b.get_image(&p.bob, img.id)), ErrorKind::NotFound);
+    assert_eq!(
+        b.import_version(
+            &p.bob,
+            img.id,
+            &mut Cursor::new(b"x"),
+            ImportOptions::default()
+        )
+        .expect_err("denied")
+        .kind(),
+        ErrorKind::NotFound
+    );
+    assert!(b.get_image(&p.admin, img.id).is_ok());
+    let bob_id = p.bob.user_id().expect("user");
+    let shared = b
+        .update_image(
+            &p.alice,
+            img.id,
+            ImagePatch {
+                visibility: Some(Visibility::Shared),
+                shared_with: Some(vec![bob_id]),
+                ..Default::default()
+            },
+        )
+        .expect("share");
+    assert_eq!(shared.shared_with, vec![bob_id]);
+    assert!(b.get_image(&p.bob, img.id).is_ok());
+    assert_eq!(
+        k(b.update_image(
+            &p.bob,
+            img.id,
+            ImagePatch {
+                name: Some("mine".into()),
+                ..Default::default()
+            }
+        )),
+        ErrorKind::Forbidden
+    );
+    assert_eq!(
+        k(b.update_image(
+            &p.alice,
+            img.id,
+            ImagePatch {
+                visibility: Some(Visibility::Public),
+                ..Default::default()
+            }
+        )),
+        ErrorKind::Forbidden
+    );
+    assert!(
+        b.update_image(
+            &p.moderator,
+            img.id,
+            ImagePatch {
+                visibility: Some(Visibility::Public),
+                ..Default::default()
+            }
+        )
+        .is_err(),
+        "moderators do not write others' images"
+    );
+    assert!(b
+        .update_image(
+            &p.admin,
+            img.id,
+            ImagePatch {
+                visibility: Some(Visibility::Public),
+                ..Default::default()
+            }
+        )
+        .is_ok());
+    assert!(b
+        .list_images(&p.bob, None)
+        .expect("list")
+        .iter()
+        .any(|i| i.id == img.id));
+    // Users never raise their own role, and never manage others.
+    let alice_id = p.alice.user_id().expect("user");
+    let up = b.update_user(
+        &p.alice,
+        alice_id,
+        UserPatch {
+            role: Some(Role::Admin),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        up.expect_err("no self-promotion").kind(),
+        ErrorKind::Forbidden
+    );
+    assert_eq!(
+        b.update_user(
+            &p.alice,
+            alice_id,
+            UserPatch {
+                display_name: Some("Alice".into()),
+                ..Default::default()
+            }
+        )
+        .expect("own name")
+        .display_name,
+        "Alice"
+    );
+    assert_eq!(
+        b.get_user(&p.alice, bob_id)
+            .expect_err("not visible")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.list_users(&p.alice).expect_err("denied").kind(),
+        ErrorKind::Forbidden
+    );
+    assert!(b.list_users(&p.moderator).is_ok());
+    let nu = NewUser {
+        name: format!("x-{}", super::suffix()),
+        display_name: String::new(),
+        email: String::new(),
+        role: Role::Admin,
+    };
+    assert_eq!(
+        b.create_user(&p.moderator, nu.clone())
+            .expect_err("admins only")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+    let x = b.create_user(&p.admin, nu).expect("admin creates");
+    assert_eq!(
+        b.update_user(
+            &p.admin,
+            p.admin.user_id().expect("id"),
+            UserPatch {
+                role: Some(Role::User),
+                ..Default::default()
+            }
+        )
+        .expect_err("own role")
+        .kind(),
+        ErrorKind::Forbidden
+    );
+    b.update_user(
+        &p.admin,
+        x.id,
+        UserPatch {
+            role: Some(Role::User),
+            ..Default::default()
+        },
+    )
+    .expect("admin demotes");
+    // Setups are private to their owner.
+    let setup = b
+        .create_setup(
+            &p.alice,
+            NewSetup {
+                name: "s".into(),
+                entries: vec![],
+            },
+        )
+        .expect("setup");
+    assert_eq!(
+        b.get_setup(&p.bob, setup.id).expect_err("hidden").kind(),
+        ErrorKind::NotFound
+    );
+    assert!(b.list_setups(&p.bob, Some(alice_id)).is_err());
+    assert!(b.get_setup(&p.admin, setup.id).is_ok());
+    // Machines are managed by moderators.
+    let nm = NewMachine {
+        mac: "52:54:00:aa:bb:cc".parse().expect("mac"),
+        name: Some(format!("m-{}", super::suffix())),
+        arch: Arch::X86_64,
+        pool: None,
+    };
+    let nm = NewMachine {
+        mac: MacAddress([
+            0x52,
+            0x54,
+            0,
+            1,
+            super::fresh_uuid().as_bytes()[0],
+            super::fresh_uuid().as_bytes()[1],
+        ]),
+        ..nm
+    };
+    assert_eq!(
+        b.register_machine(&p.alice, nm.clone())
+            .expect_err("denied")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+    assert!(b.register_machine(&p.moderator, nm).is_ok());
+    assert!(b.list_machines(&p.bob).is_ok());
+}
+
+/// Tokens authenticate until revoked or expired; garbage never does.
+pub fn tokens_authenticate_until_revoked(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let alice = p.alice.user_id().expect("id");
+    let (token, secret) = b
+        .create_token(&p.alice, alice, "laptop", None)
+        .expect("token");
+    assert!(secret.starts_with("baas_") && secret.len() == 5 + 64);
+    assert_eq!(b.authenticate(&secret).expect("auth"), p.alice);
+    assert_eq!(
+        b.authenticate("baas_0000").expect_err("garbage").kind(),
+        ErrorKind::Unauthenticated
+    );
+    assert_eq!(
+        b.authenticate("").expect_err("empty").kind(),
+        ErrorKind::Unauthenticated
+    );
+    assert!(b
+        .list_tokens(&p.alice, alice)
+        .expect("list")
+        .iter()
+        .all(|t| t.secret_hash != [0; 32]));
+    assert_eq!(
+        b.create_token(&p.bob, alice, "evil", None)
+            .expect_err("not bob's")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+    assert_eq!(
+        b.revoke_token(&p.bob, token.id)
+            .expect_err("not bob's")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    b.revoke_token(&p.alice, token.id).expect("revoke");
+    assert_eq!(
+        b.authenticate(&secret).expect_err("revoked").kind(),
+        ErrorKind::Unauthenticated
+    );
+    let (_, short) = b
+        .create_token(&p.alice, alice, "short", Some(1))
+        .expect("token");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(
+        b.authenticate(&short).expect_err("expired").kind(),
+        ErrorKind::Unauthenticated
+    );
+    assert!(b
+        .create_token(&p.alice, alice, "forever", Some(-5))
+        .is_err());
+}
+
+/// Queueing, the agent's side of a job, and who may capture what.
+pub fn queue_flow_and_capture_rules(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let v1 = import(&b, &p.alice, img.id, &sparse(5, 300_000));
+    let mut public = new_image(&b, &p.moderator, 4096);
+    public = b
+        .update_image(
+            &p.moderator,
+            public.id,
+            ImagePatch {
+                visibility: Some(Visibility::Public),
+                ..Default::default()
+            },
+        )
+        .expect("publish");
+    let mac = MacAddress([
+        0x52,
+        0x54,
+        0,
+        2,
+        super::fresh_uuid().as_bytes()[0],
+        super::fresh_uuid().as_bytes()[1],
+    ]);
+    let m = b
+        .register_machine(
+            &p.moderator,
+            NewMachine {
+                mac,
+                name: None,
+                arch: Arch::X86_64,
+                pool: None,
+            },
+        )
+        .expect("machine");
+    assert_eq!(m.name, mac.hyphenated());
+    let entry = |image: ImageId, capture| SetupEntry {
+        image,
+        version: VersionRef::Latest,
+        disk: None,
+        capture,
+    };
+    let bad = b.create_setup(
+        &p.alice,
+        NewSetup {
+            name: "x".into(),
+            entries: vec![entry(public.id, true)],
+        },
+    );
+    assert_eq!(
+        bad.expect_err("capture needs write").kind(),
+        ErrorKind::Forbidden
+    );
+    let setup = b
+        .create_setup(
+            &p.alice,
+            NewSetup {
+                name: "exp".into(),
+                entries: vec![entry(img.id, true), entry(public.id, false)],
+            },
+        )
+        .expect("setup");
+    let job = b
+        .enqueue_job(
+            &p.alice,
+            JobRequest {
+                machine: m.id,
+                target: JobTarget::Setup(setup.id),
+            },
+        )
+        .expect("enqueue");
+    assert_eq!(
+        job.entries[0].version, v1.number,
+        "latest resolved when queued"
+    );
+    assert_eq!(job.entries[1].version, 0);
+    assert_eq!(
+        b.enqueue_job(
+            &p.bob,
+            JobRequest {
+                machine: m.id,
+                target: JobTarget::Setup(setup.id)
+            }
+        )
+        .expect_err("not bob's")
+        .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.delete_version(&p.alice, img.id, v1.number)
+            .expect_err("in use")
+            .kind(),
+        ErrorKind::Conflict
+    );
+    let q2 = b
+        .enqueue_job(
+            &p.bob,
+            JobRequest {
+                machine: m.id,
+                target: JobTarget::Image {
+                    image: public.id,
+                    version: VersionRef::Number(0),
+                    disk: None,
+                    capture: false,
+                },
+            },
+        )
+        .expect("bob queues");
+    assert_eq!(b.machine_queue(&p.bob, m.id).expect("queue").len(), 2);
+    assert_eq!(
+        b.get_job(&p.bob, job.id).expect_err("hidden").kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.cancel_job(&p.bob, job.id).expect_err("hidden").kind(),
+        ErrorKind::NotFound
+    );
+    let agent = Actor::Agent { machine: m.id };
+    let stranger = Actor::Agent {
+        machine: MachineId(super::fresh_uuid()),
+    };
+    assert_eq!(
+        b.next_job(&stranger, m.id)
+            .expect_err("other machine")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+    let got = b.next_job(&agent, m.id).expect("next").expect("a job");
+    assert_eq!(got.id, job.id);
+    assert_eq!(
+        b.next_job(&agent, m.id).expect("again").map(|j| j.id),
+        Some(job.id),
+        "a rebooted agent redoes its job"
+    );
+    b.report_progress(
+        &agent,
+        job.id,
+        Progress {
+            phase: "flash".into(),
+            bytes_done: 5,
+            bytes_total: 10,
+            rate: 1,
+        },
+    )
+    .expect("progress");
+    assert!(b
+        .report_progress(
+            &agent,
+            job.id,
+            Progress {
+                phase: "flash".into(),
+                bytes_done: 11,
+                bytes_total: 10,
+                rate: 1
+            }
+        )
+        .is_err());
+    b.advance_job(&agent, job.id, JobState::Running, "booted")
+        .expect("running");
+    assert_eq!(
+        b.advance_job(&agent, job.id, JobState::Provisioning, "back")
+            .expect_err("illegal")
+            .kind(),
+        ErrorKind::Conflict
+    );
+    b.advance_job(&agent, job.id, JobState::Capturing, "session over")
+        .expect("capturing");
+    b.advance_job(&agent, job.id, JobState::Succeeded, "captured")
+        .expect("done");
+    let kinds: Vec<String> = b
+        .job_events(&p.alice, job.id)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "queued",
+            "provisioning",
+            "provisioning",
+            "running",
+            "capturing",
+            "succeeded"
+        ]
+    );
+    let next = b.next_job(&agent, m.id).expect("next").expect("bob's job");
+    assert_eq!(next.id, q2.id);
+    let failed = b
+        .fail_job(
+            &agent,
+            q2.id,
+            "flash",
+            "disk /dev/vda is smaller than the image",
+        )
+        .expect("fail");
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("flash: disk /dev/vda is smaller than the image")
+    );
+    assert_eq!(
+        b.list_jobs(&p.alice, JobFilter::default())
+            .expect("mine")
+            .len(),
+        1
+    );
+    assert_eq!(
+        b.list_jobs(
+            &p.moderator,
+            JobFilter {
+                machine: Some(m.id),
+                ..Default::default()
+            }
+        )
+        .expect("all")
+        .len(),
+        2
+    );
+    b.update_machine(
+        &p.moderator,
+        m.id,
+        MachinePatch {
+            state: Some(MachineState::Pending),
+            ..Default::default()
+        },
+    )
+    .expect("unaccept");
+    let pending = b.enqueue_job(
+        &p.alice,
+        JobRequest {
+            machine: m.id,
+            target: JobTarget::Setup(setup.id),
+        },
+    );
+    assert_eq!(
+        pending.expect_err("not accepted").kind(),
+        ErrorKind::Conflict
+    );
+}
+
+/// Seeking reads the right bytes; "latest" follows deletes.
+pub fn range_reads_and_latest(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let data = sparse(3, 700_001);
+    let v1 = import(&b, &p.alice, img.id, &data);
+    let v2 = import(&b, &p.alice, img.id, b"tiny");
+    let mut r = b
+        .open_version(&p.alice, img.id, VersionRef::Number(v1.number))
+        .expect("open");
+    for (start, len) in [
+        (0usize, 10usize),
+        (65_530, 20),
+        (400_000, 100_000),
+        (700_000, 1),
+        (699_990, 50),
+    ] {
+        r.seek(SeekFrom::Start(start as u64)).expect("seek");
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            let n = r.read(&mut buf[got..]).expect("read");
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let want = &data[start.min(data.len())..(start + len).min(data.len())];
+        assert_eq!(&buf[..got], want, "range {start}+{len}");
+    }
+    assert_eq!(
+        b.get_version(&p.alice, img.id, VersionRef::Latest)
+            .expect("latest")
+            .number,
+        v2.number
+    );
+    b.delete_version(&p.alice, img.id, v2.number)
+        .expect("delete");
+    assert_eq!(
+        b.get_version(&p.alice, img.id, VersionRef::Latest)
+            .expect("latest")
+            .number,
+        v1.number
+    );
+    assert_eq!(
+        b.get_version(&p.alice, img.id, VersionRef::Number(v2.number))
+            .expect_err("gone")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    let _ = Arc::new(());
+}
