@@ -1,0 +1,12 @@
+DROP TABLE job_events;
+DROP TABLE job_entries;
+DROP TABLE jobs;
+DROP TABLE machines;
+DROP TABLE setup_entries;
+DROP TABLE setups;
+DROP TABLE uploads;
+DROP TABLE versions;
+DROP TABLE image_shares;
+DROP TABLE images;
+DROP TABLE tokens;
+DROP TABLE users;
