@@ -60,6 +60,9 @@ impl Target {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
+            if Path::new(path).is_dir() {
+                return Err(bad(format!("{path} is a directory, not a SQLite file")));
+            }
             if !dir.is_dir() {
                 return Err(bad(format!(
                     "directory {} does not exist; create it first (the SQLite file itself is created on first use)",

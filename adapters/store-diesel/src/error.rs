@@ -58,17 +58,19 @@ pub(crate) fn db_error(what: &str, e: DieselError) -> Error {
         ) => Error::unavailable(format!("{what} failed: the database connection was lost or the call clashed with another; try again"))
             .with_source(e),
         DieselError::DatabaseError(_, info) if is_busy(info.message()) => {
-            Error::unavailable(format!("{what} failed: the database stayed busy; try again")).with_source(e)
+            Error::unavailable(format!("{what} failed: the database was busy or the call clashed with another; try again")).with_source(e)
         }
         _ => Error::internal(format!("{what} failed")).with_source(e),
     }
 }
 
-/// SQLite's "another connection holds the lock past `busy_timeout`", and
-/// the PostgreSQL messages of a server going away.
+/// SQLite's "another connection holds the lock past `busy_timeout`",
+/// PostgreSQL's deadlock victim, and the PostgreSQL messages of a server
+/// going away.
 fn is_busy(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("database is locked")
+        || m.contains("deadlock detected")
         || m.contains("database is busy")
         || m.contains("database table is locked")
         || m.contains("terminating connection")

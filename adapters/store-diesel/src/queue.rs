@@ -140,6 +140,21 @@ impl BootQueue for DieselMetadataStore {
         let row = NewJobRow::new(job)?;
         let entries = JobEntryRow::all(job);
         self.write(&format!("queueing job {}", job.id), |c| {
+            if let DbConnection::Postgres(pg) = c {
+                // Take the key-share locks the foreign keys would take
+                // anyway, but first: `delete_user` locks the user before
+                // the versions, so this order cannot deadlock with it.
+                users::table
+                    .filter(users::id.eq(&row.owner_id))
+                    .select(users::id)
+                    .for_key_share()
+                    .load::<String>(pg)?;
+                machines::table
+                    .filter(machines::id.eq(&row.machine_id))
+                    .select(machines::id)
+                    .for_key_share()
+                    .load::<String>(pg)?;
+            }
             let machine = machines::table
                 .filter(machines::id.eq(&row.machine_id))
                 .select(machines::id)

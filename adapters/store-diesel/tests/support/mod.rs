@@ -71,6 +71,8 @@ pub fn postgres_database() -> Option<PgDatabase> {
     let mut admin = match PgConnection::establish(&admin_url) {
         Ok(c) => c,
         Err(e) => {
+            let e = e.to_string();
+            let e = e.trim();
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
             assert!(
                 !ci,
