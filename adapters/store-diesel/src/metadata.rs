@@ -413,7 +413,9 @@ impl MetadataStore for DieselMetadataStore {
                     .select(tokens::id)
                     .first::<String>(c)
                     .optional()?;
-                not_found_unless_one(usize::from(exists.is_some()), || format!("token {id}"))?;
+                if exists.is_none() {
+                    return Err(Error::not_found(format!("token {id}")).into());
+                }
             }
             Ok(())
         })
@@ -620,9 +622,11 @@ impl MetadataStore for DieselMetadataStore {
                     .select(versions::number)
                     .first::<i64>(c)
                     .optional()?;
-                not_found_unless_one(usize::from(exists.is_some()), || {
-                    format!("version {number} of image {image}")
-                })?;
+                if exists.is_none() {
+                    return Err(
+                        Error::not_found(format!("version {number} of image {image}")).into(),
+                    );
+                }
                 if let Some((job, state)) = job_needing(c, &key, Some(n))? {
                     return Err(Error::conflict(format!(
                     "version {number} of image {image} is needed by job {job}, which is {state}"
