@@ -1,1 +1,94 @@
-//! The BAAS REST API and web UI on Rocket
+//! The BAAS REST API on Rocket: a thin shell over `baas-core`'s services.
+//!
+//! [`build`] is the one function that turns a [`Baas`] and [`Settings`] into
+//! a Rocket application; `main.rs` (through [`cli`]) and every test call it.
+//! Handlers parse input into core types, call one service on the blocking
+//! pool (the core is synchronous), and map the result to a DTO; errors map
+//! to HTTP once, in [`error::ApiError`].
+//!
+//! Architecture invariant: only this crate knows HTTP status codes; it
+//! decides nothing about who may do what (the services do).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use baas_core::Baas;
+use rocket::config::{LogLevel, Shutdown};
+use rocket::{Build, Config, Rocket};
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod compat;
+pub mod download;
+pub mod dto;
+pub mod error;
+pub mod json;
+pub mod openapi;
+pub mod ops;
+pub mod telemetry;
+pub mod units;
+pub mod upload;
+
+pub use telemetry::Metrics;
+
+/// How the server runs (everything that is not the store).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on.
+    pub address: IpAddr,
+    /// Port to listen on; 0 picks a free one (tests).
+    pub port: u16,
+    /// Largest upload body (content bytes) one request may send.
+    pub max_upload_bytes: u64,
+    /// Declared size of images created through the original's
+    /// `POST /user/{name}/image` when the body gives none.
+    pub compat_image_size: u64,
+    /// Whether Ctrl-C and SIGTERM shut the server down gracefully (off in
+    /// tests, where many servers share one process).
+    pub handle_signals: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 4848,
+            max_upload_bytes: 1 << 40,
+            compat_image_size: 512 << 20,
+            handle_signals: true,
+        }
+    }
+}
+
+/// The Rocket application over `baas` with `settings`.
+pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
+    let mut shutdown = Shutdown {
+        ctrlc: settings.handle_signals,
+        grace: 2,
+        mercy: 3,
+        ..Shutdown::default()
+    };
+    if !settings.handle_signals {
+        shutdown.signals.clear();
+    }
+    let config = Config {
+        address: settings.address,
+        port: settings.port,
+        log_level: LogLevel::Off,
+        cli_colors: false,
+        ident: rocket::config::Ident::try_new("baas").unwrap_or_default(),
+        shutdown,
+        ..Config::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    rocket::custom(config)
+        .manage(baas)
+        .manage(settings)
+        .manage(metrics.clone())
+        .attach(telemetry::RequestLog { metrics })
+        .mount("/", rocket::routes![ops::healthz, ops::metrics])
+        .mount("/api/v1", api::routes())
+        .mount("/", compat::routes())
+        .register("/", rocket::catchers![error::catch_all])
+}

@@ -1,0 +1,101 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
+//! attributes and the DTOs' `ToSchema` derives, so it cannot drift from the
+//! code (a test checks that every mounted `/api/v1` route is in it).
+
+use rocket::get;
+use rocket::http::ContentType;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// The document's root.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "BAAS: Bare Metal as a Service",
+        description = "Images, versions, setups, machines and the boot queue. Every route \
+            but /healthz needs `Authorization: Bearer <token>`. Errors are \
+            `{\"error\": {\"code\", \"message\", \"field\"}}`."
+    ),
+    paths(
+        api::users::list_users,
+        api::users::create_user,
+        api::users::get_user,
+        api::users::update_user,
+        api::users::delete_user,
+        api::users::list_tokens,
+        api::users::create_token,
+        api::users::revoke_token,
+        api::images::list_images,
+        api::images::create_image,
+        api::images::get_image,
+        api::images::update_image,
+        api::images::delete_image,
+        api::images::list_versions,
+        api::images::upload_version,
+        api::images::get_version,
+        api::images::delete_version,
+        api::images::download_version,
+        api::images::get_manifest,
+        api::uploads::begin_upload,
+        api::uploads::upload_missing,
+        api::uploads::upload_chunk,
+        api::uploads::commit_upload,
+        api::uploads::abort_upload,
+        api::setups::list_setups,
+        api::setups::create_setup,
+        api::setups::get_setup,
+        api::setups::update_setup,
+        api::setups::delete_setup,
+        api::machines::list_machines,
+        api::machines::register_machine,
+        api::machines::get_machine,
+        api::machines::update_machine,
+        api::machines::machine_queue,
+        api::machines::enqueue_job,
+        api::jobs::list_jobs,
+        api::jobs::get_job,
+        api::jobs::job_events,
+        api::jobs::cancel_job,
+        api::admin::collect_garbage,
+        api::admin::storage_usage,
+        openapi_json,
+        crate::ops::healthz,
+        crate::ops::metrics,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+#[derive(Debug)]
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The OpenAPI document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// This document, as JSON.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, content_type = "application/json", body = Object)))]
+#[get("/openapi.json")]
+pub async fn openapi_json(_caller: Caller) -> Result<(ContentType, String), ApiError> {
+    let json = document()
+        .to_pretty_json()
+        .map_err(|e| ApiError::internal(format!("serialising the OpenAPI document: {e}")))?;
+    Ok((ContentType::JSON, json))
+}

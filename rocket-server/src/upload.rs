@@ -1,0 +1,392 @@
+//! Streaming upload bodies into the core's `import_version(&mut dyn Read)`.
+//!
+//! The request body belongs to the request's future (Rocket's `Data<'r>`),
+//! while the import runs on a blocking thread. A pump in the handler's
+//! future reads the body (raw, or the first file part of a multipart body
+//! through `multer`), coalesces it into 256 KiB pieces and sends them over a
+//! bounded channel; the blocking side reads the channel through
+//! [`tokio_util::io::SyncIoBridge`]. Memory per upload is bounded by the
+//! channel (about 1 MiB); nothing is buffered whole or spooled to disk.
+//!
+//! Every way the body can end early is an error on the reading side, never a
+//! short EOF: over the limit (`too_large`), a broken connection or malformed
+//! multipart (`invalid_input`), or the pump simply going away (the channel
+//! closes without the end marker). The core then leaves no version.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use baas_core::model::{ImageId, Version};
+use baas_core::services::ImportOptions;
+use baas_core::Error;
+use bytes::{Bytes, BytesMut};
+use rocket::data::{Data, DataStream, ToByteUnit};
+use rocket::http::ContentType;
+use rocket::request::{self, FromRequest, Request};
+use rocket::tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use rocket::tokio::sync::mpsc;
+use tokio_util::io::{ReaderStream, SyncIoBridge};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::telemetry::Metrics;
+use crate::Settings;
+
+/// Size of the pieces sent to the importing thread.
+const PIECE: usize = 256 * 1024;
+/// Pieces in flight between the pump and the importing thread.
+const IN_FLIGHT: usize = 4;
+/// Room for multipart framing and small fields on top of the file limit.
+const MULTIPART_SLACK: u64 = 1 << 20;
+/// Largest text field (`note`) read from a multipart body.
+const MAX_TEXT_FIELD: usize = 4096;
+
+/// What travels from the pump to the importing thread.
+#[derive(Debug)]
+enum Piece {
+    Data(Bytes),
+    End,
+    Fail(io::Error),
+}
+
+fn wrap(e: Error) -> io::Error {
+    io::Error::other(e)
+}
+
+/// The importing side: an `AsyncRead` over the channel, to be wrapped in a
+/// `SyncIoBridge` and read on a blocking thread.
+#[derive(Debug)]
+pub struct PieceReader {
+    rx: mpsc::Receiver<Piece>,
+    current: Bytes,
+    done: bool,
+}
+
+impl AsyncRead for PieceReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.current.is_empty() {
+                let n = this.current.len().min(buf.remaining());
+                buf.put_slice(&this.current.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if this.done {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(this.rx.poll_recv(cx)) {
+                Some(Piece::Data(b)) => this.current = b,
+                Some(Piece::End) => this.done = true,
+                Some(Piece::Fail(e)) => return Poll::Ready(Err(e)),
+                None => {
+                    return Poll::Ready(Err(wrap(Error::invalid(
+                        "body",
+                        "the upload ended before the body was complete",
+                    ))))
+                }
+            }
+        }
+    }
+}
+
+/// Counts the raw body bytes read, for the limit and the metrics.
+struct Counting<'r> {
+    inner: DataStream<'r>,
+    count: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counting<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = ready!(Pin::new(&mut self.inner).poll_read(cx, buf));
+        let n = (buf.filled().len() - before) as u64;
+        self.count.fetch_add(n, Ordering::Relaxed);
+        Poll::Ready(r)
+    }
+}
+
+enum Source<'r> {
+    Raw(Counting<'r>),
+    Multipart {
+        // Kept alive while the field streams.
+        _multipart: multer::Multipart<'r>,
+        field: multer::Field<'r>,
+    },
+}
+
+/// An upload body, opened and ready to pump.
+pub struct Upload<'r> {
+    source: Source<'r>,
+    limit: u64,
+    cap: u64,
+    raw_count: Arc<AtomicU64>,
+    metrics: Option<Arc<Metrics>>,
+    /// A `note` text field that preceded the file in a multipart body.
+    pub note: Option<String>,
+}
+
+impl std::fmt::Debug for Upload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("limit", &self.limit)
+            .field("note", &self.note)
+            .finish_non_exhaustive()
+    }
+}
+
+fn too_large(limit: u64) -> Error {
+    Error::too_large(format!(
+        "the upload is larger than the limit of {limit} bytes (--max-upload-bytes)"
+    ))
+}
+
+fn multipart_error(e: multer::Error) -> Error {
+    Error::invalid("body", format!("malformed multipart body: {e}"))
+}
+
+/// What the upload handlers need from the request's headers and state.
+#[derive(Debug)]
+pub struct BodyInfo {
+    content_type: Option<ContentType>,
+    declared: Option<u64>,
+    limit: u64,
+    metrics: Option<Arc<Metrics>>,
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for BodyInfo {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let limit = req
+            .rocket()
+            .state::<Settings>()
+            .map_or(u64::MAX, |s| s.max_upload_bytes);
+        request::Outcome::Success(BodyInfo {
+            content_type: req.content_type().cloned(),
+            declared: req
+                .headers()
+                .get_one("Content-Length")
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+            limit,
+            metrics: req.rocket().state::<Arc<Metrics>>().cloned(),
+        })
+    }
+}
+
+impl BodyInfo {
+    /// The metrics to count body bytes in.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
+    }
+}
+
+/// Opens an upload body of at most `limit` bytes of content: the raw body,
+/// or the first file part (any field name) of a `multipart/form-data` body.
+/// Text parts before it are skipped, except `note`, which is kept.
+pub async fn open<'r>(info: BodyInfo, data: Data<'r>) -> Result<Upload<'r>, ApiError> {
+    let limit = info.limit;
+    let boundary = match &info.content_type {
+        Some(ct) if ct.is_form_data() => {
+            Some(ct.param("boundary").map(str::to_string).ok_or_else(|| {
+                ApiError::from(Error::invalid(
+                    "content-type",
+                    "multipart/form-data needs a boundary parameter",
+                ))
+            })?)
+        }
+        _ => None,
+    };
+    let cap = match boundary {
+        Some(_) => limit.saturating_add(MULTIPART_SLACK),
+        None => limit.saturating_add(1),
+    };
+    if info.declared.is_some_and(|n| n > cap) {
+        return Err(too_large(limit).into());
+    }
+    let raw_count = Arc::new(AtomicU64::new(0));
+    let counting = Counting {
+        inner: data.open(cap.bytes()),
+        count: raw_count.clone(),
+    };
+    let metrics = info.metrics;
+    let Some(boundary) = boundary else {
+        return Ok(Upload {
+            source: Source::Raw(counting),
+            limit,
+            cap,
+            raw_count,
+            metrics,
+            note: None,
+        });
+    };
+    let stream = ReaderStream::with_capacity(counting, PIECE);
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut note = None;
+    loop {
+        let next = multipart.next_field().await.map_err(|e| {
+            if raw_count.load(Ordering::Relaxed) >= cap {
+                ApiError::from(too_large(limit))
+            } else {
+                ApiError::from(multipart_error(e))
+            }
+        })?;
+        let Some(mut field) = next else {
+            return Err(Error::invalid(
+                "body",
+                "the multipart body has no file part (send it as -F file=@PATH)",
+            )
+            .into());
+        };
+        if field.file_name().is_some() {
+            return Ok(Upload {
+                source: Source::Multipart {
+                    _multipart: multipart,
+                    field,
+                },
+                limit,
+                cap,
+                raw_count,
+                metrics,
+                note,
+            });
+        }
+        let is_note = field.name() == Some("note");
+        let mut text = Vec::new();
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| ApiError::from(multipart_error(e)))?
+        {
+            if text.len() + chunk.len() > MAX_TEXT_FIELD {
+                return Err(Error::invalid(
+                    field.name().unwrap_or("field").to_string(),
+                    format!("text fields before the file may be at most {MAX_TEXT_FIELD} bytes"),
+                )
+                .into());
+            }
+            text.extend_from_slice(&chunk);
+        }
+        if is_note {
+            note = Some(
+                String::from_utf8(text)
+                    .map_err(|_| ApiError::from(Error::invalid("note", "must be UTF-8 text")))?,
+            );
+        }
+    }
+}
+
+impl Upload<'_> {
+    /// A channel pair: the sender for [`Upload::pump`] and a blocking reader
+    /// for the import.
+    pub fn channel() -> (UploadSender, SyncIoBridge<PieceReader>) {
+        let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        let reader = PieceReader {
+            rx,
+            current: Bytes::new(),
+            done: false,
+        };
+        (UploadSender(tx), SyncIoBridge::new(reader))
+    }
+
+    /// Reads the body into `tx` until it ends, fails, passes the limit, or
+    /// the importing side stops listening.
+    pub async fn pump(self, tx: UploadSender) {
+        let tx = tx.0;
+        let limit = self.limit;
+        let mut sent = 0u64;
+        let mut buf = BytesMut::with_capacity(PIECE);
+        let mut source = self.source;
+        let outcome: Result<(), Error> = loop {
+            let got = match &mut source {
+                Source::Raw(r) => {
+                    if buf.capacity() - buf.len() < 16 * 1024 {
+                        buf.reserve(PIECE);
+                    }
+                    match r.read_buf(&mut buf).await {
+                        Ok(0) => None,
+                        Ok(_) => Some(()),
+                        Err(e) => {
+                            break Err(Error::invalid(
+                                "body",
+                                format!("the upload was interrupted: {e}"),
+                            ))
+                        }
+                    }
+                }
+                Source::Multipart { field, .. } => match field.chunk().await {
+                    Ok(Some(chunk)) => {
+                        buf.extend_from_slice(&chunk);
+                        Some(())
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        break Err(if self.raw_count.load(Ordering::Relaxed) >= self.cap {
+                            too_large(limit)
+                        } else {
+                            multipart_error(e)
+                        })
+                    }
+                },
+            };
+            if sent + buf.len() as u64 > limit {
+                break Err(too_large(limit));
+            }
+            let last = got.is_none();
+            if buf.len() >= PIECE || (last && !buf.is_empty()) {
+                sent += buf.len() as u64;
+                let piece = buf.split().freeze();
+                if tx.send(Piece::Data(piece)).await.is_err() {
+                    // The import stopped (failed or finished); it has its
+                    // answer already.
+                    break Ok(());
+                }
+            }
+            if last {
+                let _ = tx.send(Piece::End).await;
+                break Ok(());
+            }
+        };
+        if let Err(e) = outcome {
+            let _ = tx.send(Piece::Fail(wrap(e))).await;
+        }
+        if let Some(m) = &self.metrics {
+            m.add_in(self.raw_count.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// The pump's end of the channel.
+#[derive(Debug)]
+pub struct UploadSender(mpsc::Sender<Piece>);
+
+/// Imports an upload body as the next version of `image`: opens it, runs
+/// the import on a blocking thread and pumps the body into it.
+pub async fn import(
+    caller: &Caller,
+    image: ImageId,
+    info: BodyInfo,
+    data: Data<'_>,
+    note: Option<String>,
+) -> Result<Version, ApiError> {
+    let metrics = info.metrics.clone();
+    let upload = open(info, data).await?;
+    let note = note.or_else(|| upload.note.clone());
+    let _running = metrics.as_ref().map(|m| m.upload_started());
+    let (tx, mut reader) = Upload::channel();
+    let import =
+        caller.run(move |b, a| b.import_version(a, image, &mut reader, ImportOptions { note }));
+    let (version, ()) = rocket::tokio::join!(import, upload.pump(tx));
+    version
+}
