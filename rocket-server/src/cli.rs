@@ -127,13 +127,20 @@ impl StoreArgs {
 
     /// Opens (creating and migrating on first use) the store.
     pub fn open(&self) -> anyhow::Result<Baas> {
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
-        tracing::warn!(
-            "the embedded store does not build yet: running on the in-memory store (nothing is kept)"
-        );
-        let _ = (&self.database_url, &self.chunk_dir, self.db_pool_size);
-        Ok(Baas::new(baas_memory::ports(), self.config()))
+        let options = baas_embedded::Options {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            chunk_dir: self.chunk_dir.clone(),
+            pool_size: self.db_pool_size,
+            config: self.config(),
+        };
+        baas_embedded::open(&options).map_err(|e| {
+            anyhow::anyhow!(
+                "opening the store in {} failed: {}",
+                self.data_dir.display(),
+                e.detailed()
+            )
+        })
     }
 }
 

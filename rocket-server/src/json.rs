@@ -40,27 +40,45 @@ pub fn created<T>(value: T) -> Created<T> {
     (Status::Created, rocket::serde::json::Json(value))
 }
 
-/// Reads at most `limit` bytes of body; more is `413`.
+/// Reads at most `limit` bytes of body; more is `413` (after reading and
+/// dropping up to [`crate::upload::DRAIN`] more bytes, so that the client
+/// reads the answer rather than a reset connection).
 pub async fn read_body(
     metrics: Option<&Metrics>,
     data: Data<'_>,
     limit: u64,
 ) -> Result<Vec<u8>, ApiError> {
-    let capped = data.open(limit.bytes()).into_bytes().await.map_err(|e| {
-        ApiError::from(baas_core::Error::invalid(
+    use rocket::tokio::io::AsyncReadExt;
+    let mut stream = data.open(limit.saturating_add(crate::upload::DRAIN).bytes());
+    let mut body = Vec::new();
+    let read = (&mut stream)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut body)
+        .await;
+    let mut total = body.len() as u64;
+    let result = match read {
+        Err(e) => Err(ApiError::from(baas_core::Error::invalid(
             "body",
             format!("reading the body failed: {e}"),
-        ))
-    })?;
+        ))),
+        Ok(_) if total > limit => {
+            let mut scratch = vec![0u8; 64 * 1024];
+            while let Ok(n) = stream.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            Err(ApiError::from(baas_core::Error::too_large(format!(
+                "the body is larger than the limit of {limit} bytes"
+            ))))
+        }
+        Ok(_) => Ok(body),
+    };
     if let Some(m) = metrics {
-        m.add_in(capped.value.len() as u64);
+        m.add_in(total);
     }
-    if !capped.is_complete() {
-        return Err(ApiError::from(baas_core::Error::too_large(format!(
-            "the body is larger than the limit of {limit} bytes"
-        ))));
-    }
-    Ok(capped.value)
+    result
 }
 
 fn classify(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {

@@ -41,6 +41,11 @@ const PIECE: usize = 256 * 1024;
 const IN_FLIGHT: usize = 4;
 /// Room for multipart framing and small fields on top of the file limit.
 const MULTIPART_SLACK: u64 = 1 << 20;
+/// How much of a body is still read (and discarded) after the answer is
+/// known (over the limit, or the import failed), so that the client, still
+/// sending, gets to read the answer instead of a reset connection. Bodies
+/// even larger than this are cut off.
+pub const DRAIN: u64 = 8 << 20;
 /// Largest text field (`note`) read from a multipart body.
 const MAX_TEXT_FIELD: usize = 4096;
 
@@ -119,8 +124,8 @@ impl AsyncRead for Counting<'_> {
 enum Source<'r> {
     Raw(Counting<'r>),
     Multipart {
-        // Kept alive while the field streams.
-        _multipart: multer::Multipart<'r>,
+        // Kept for draining what follows the file part.
+        multipart: multer::Multipart<'r>,
         field: multer::Field<'r>,
     },
 }
@@ -208,10 +213,7 @@ pub async fn open<'r>(info: BodyInfo, data: Data<'r>) -> Result<Upload<'r>, ApiE
         }
         _ => None,
     };
-    let cap = match boundary {
-        Some(_) => limit.saturating_add(MULTIPART_SLACK),
-        None => limit.saturating_add(1),
-    };
+    let cap = limit.saturating_add(MULTIPART_SLACK).saturating_add(DRAIN);
     if info.declared.is_some_and(|n| n > cap) {
         return Err(too_large(limit).into());
     }
@@ -251,10 +253,7 @@ pub async fn open<'r>(info: BodyInfo, data: Data<'r>) -> Result<Upload<'r>, ApiE
         };
         if field.file_name().is_some() {
             return Ok(Upload {
-                source: Source::Multipart {
-                    _multipart: multipart,
-                    field,
-                },
+                source: Source::Multipart { multipart, field },
                 limit,
                 cap,
                 raw_count,
@@ -301,13 +300,15 @@ impl Upload<'_> {
     }
 
     /// Reads the body into `tx` until it ends, fails, passes the limit, or
-    /// the importing side stops listening.
+    /// the importing side stops listening; then reads (and drops) what the
+    /// client still sends, up to [`DRAIN`] bytes.
     pub async fn pump(self, tx: UploadSender) {
         let tx = tx.0;
         let limit = self.limit;
         let mut sent = 0u64;
         let mut buf = BytesMut::with_capacity(PIECE);
         let mut source = self.source;
+        let mut broken = false;
         let outcome: Result<(), Error> = loop {
             let got = match &mut source {
                 Source::Raw(r) => {
@@ -318,10 +319,11 @@ impl Upload<'_> {
                         Ok(0) => None,
                         Ok(_) => Some(()),
                         Err(e) => {
+                            broken = true;
                             break Err(Error::invalid(
                                 "body",
                                 format!("the upload was interrupted: {e}"),
-                            ))
+                            ));
                         }
                     }
                 }
@@ -332,11 +334,12 @@ impl Upload<'_> {
                     }
                     Ok(None) => None,
                     Err(e) => {
+                        broken = true;
                         break Err(if self.raw_count.load(Ordering::Relaxed) >= self.cap {
                             too_large(limit)
                         } else {
                             multipart_error(e)
-                        })
+                        });
                     }
                 },
             };
@@ -361,8 +364,35 @@ impl Upload<'_> {
         if let Err(e) = outcome {
             let _ = tx.send(Piece::Fail(wrap(e))).await;
         }
+        drop(tx);
+        if !broken {
+            drain(source).await;
+        }
         if let Some(m) = &self.metrics {
             m.add_in(self.raw_count.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Reads and drops the rest of a body (the stream itself is capped).
+async fn drain(source: Source<'_>) {
+    match source {
+        Source::Raw(mut r) => {
+            let mut scratch = vec![0u8; 64 * 1024];
+            while let Ok(n) = r.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        Source::Multipart {
+            mut multipart,
+            mut field,
+        } => {
+            while let Ok(Some(_)) = field.chunk().await {}
+            while let Ok(Some(mut f)) = multipart.next_field().await {
+                while let Ok(Some(_)) = f.chunk().await {}
+            }
         }
     }
 }
