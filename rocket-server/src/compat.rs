@@ -335,25 +335,21 @@ pub async fn create_setup(
     name: &str,
     body: LaxJson<SetupBody>,
 ) -> Result<(Status, Out<GoSetup>), ApiError> {
+    if !matches!(caller.actor(), Actor::User { name: mine, .. } if mine == name) {
+        return Err(Error::forbidden(format!(
+            "setups are created for yourself: POST /user/<your name>/image_setup, not {name:?}"
+        ))
+        .into());
+    }
     let setup_name = body
         .0
         .name
         .ok_or_else(|| Error::invalid("Name", "missing"))?;
-    let owner_name = name.to_string();
-    let setup = caller
-        .run(move |b, a| {
-            if owner_named(b, a, &owner_name)? != baas_core::services::policy::check_user(a)? {
-                return Err(Error::forbidden("setups are created for yourself"));
-            }
-            b.create_setup(
-                a,
-                NewSetup {
-                    name: setup_name,
-                    entries: Vec::new(),
-                },
-            )
-        })
-        .await?;
+    let new = NewSetup {
+        name: setup_name,
+        entries: Vec::new(),
+    };
+    let setup = caller.run(move |b, a| b.create_setup(a, new)).await?;
     Ok((Status::Created, Out(go_setup(&setup, name))))
 }
 
