@@ -106,8 +106,19 @@ impl TestApp {
 
     /// A server with settings changed by `f`.
     pub fn spawn_with(f: impl FnOnce(&mut Settings)) -> TestApp {
+        TestApp::spawn_full(f, |_| {})
+    }
+
+    /// A server with settings changed by `f` and the services' configuration
+    /// changed by `c`.
+    pub fn spawn_full(
+        f: impl FnOnce(&mut Settings),
+        c: impl FnOnce(&mut baas_core::Config),
+    ) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let baas = open_store(dir.path());
+        let mut options = baas_embedded::Options::data_dir(dir.path());
+        c(&mut options.config);
+        let baas = baas_embedded::open(&options).expect("open the embedded store");
         baas_server::cli::bootstrap(&baas, dir.path()).expect("bootstrap");
         let admin = std::fs::read_to_string(dir.path().join("admin-token"))
             .expect("admin token file")
