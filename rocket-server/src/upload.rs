@@ -198,8 +198,9 @@ impl BodyInfo {
 }
 
 /// Opens an upload body of at most `limit` bytes of content: the raw body,
-/// or the first file part (any field name) of a `multipart/form-data` body.
-/// Text parts before it are skipped, except `note`, which is kept.
+/// or the first part (any field name; the original took the first part) of
+/// a `multipart/form-data` body, except a `note` text part before it, which
+/// becomes the version's note.
 pub async fn open<'r>(info: BodyInfo, data: Data<'r>) -> Result<Upload<'r>, ApiError> {
     let limit = info.limit;
     let boundary = match &info.content_type {
@@ -251,7 +252,10 @@ pub async fn open<'r>(info: BodyInfo, data: Data<'r>) -> Result<Upload<'r>, ApiE
             )
             .into());
         };
-        if field.file_name().is_some() {
+        // The image is the first part that is not the `note` text field,
+        // whatever its name (the original took the first part).
+        let is_note = field.name() == Some("note") && field.file_name().is_none();
+        if !is_note {
             return Ok(Upload {
                 source: Source::Multipart { multipart, field },
                 limit,
@@ -261,7 +265,6 @@ pub async fn open<'r>(info: BodyInfo, data: Data<'r>) -> Result<Upload<'r>, ApiE
                 note,
             });
         }
-        let is_note = field.name() == Some("note");
         let mut text = Vec::new();
         while let Some(chunk) = field
             .chunk()
@@ -270,19 +273,17 @@ pub async fn open<'r>(info: BodyInfo, data: Data<'r>) -> Result<Upload<'r>, ApiE
         {
             if text.len() + chunk.len() > MAX_TEXT_FIELD {
                 return Err(Error::invalid(
-                    field.name().unwrap_or("field").to_string(),
-                    format!("text fields before the file may be at most {MAX_TEXT_FIELD} bytes"),
+                    "note",
+                    format!("may be at most {MAX_TEXT_FIELD} bytes"),
                 )
                 .into());
             }
             text.extend_from_slice(&chunk);
         }
-        if is_note {
-            note = Some(
-                String::from_utf8(text)
-                    .map_err(|_| ApiError::from(Error::invalid("note", "must be UTF-8 text")))?,
-            );
-        }
+        note = Some(
+            String::from_utf8(text)
+                .map_err(|_| ApiError::from(Error::invalid("note", "must be UTF-8 text")))?,
+        );
     }
 }
 

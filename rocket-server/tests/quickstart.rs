@@ -61,12 +61,21 @@ fn run(data_dir: &Path, args: &[&str]) -> Output {
     out
 }
 
-fn start(data_dir: &Path, extra: &[&str]) -> Server {
+/// Starts `baas-server serve`; the listener is set by flags, or (with
+/// `by_env`) by `BAAS_BIND` and `BAAS_PORT`.
+fn start(data_dir: &Path, extra: &[&str], by_env: bool) -> Server {
     let port = free_port();
     let log = data_dir.with_extension("log");
     let log_file = std::fs::File::create(&log).expect("log file");
-    let child = command(data_dir)
-        .args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string()])
+    let mut cmd = command(data_dir);
+    cmd.arg("serve");
+    if by_env {
+        cmd.env("BAAS_BIND", "127.0.0.1")
+            .env("BAAS_PORT", port.to_string());
+    } else {
+        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()]);
+    }
+    let child = cmd
         .args(extra)
         .stdout(Stdio::null())
         .stderr(log_file)
@@ -125,7 +134,7 @@ fn first_start_writes_the_admin_token_and_admin_commands_work() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("administrator"));
 
-    let server = start(&data, &[]);
+    let server = start(&data, &[], false);
     // The store was not empty: no admin was bootstrapped.
     assert!(!data.join("admin-token").exists());
     let me: serde_json::Value = ureq::get(format!("{}/api/v1/users/me", server.base))
@@ -142,7 +151,7 @@ fn first_start_writes_the_admin_token_and_admin_commands_work() {
 
     // A really empty store bootstraps the admin and says where the token is.
     let fresh = tmp.path().join("fresh");
-    let server = start(&fresh, &[]);
+    let server = start(&fresh, &[], true);
     let token_file = fresh.join("admin-token");
     let mode = std::fs::metadata(&token_file)
         .expect("admin-token written")
@@ -188,7 +197,7 @@ fn the_original_quickstart_runs_against_the_binary() {
     }
     let tmp = tempfile::tempdir().expect("temp dir");
     let data = tmp.path().join("data");
-    let server = start(&data, &["--compat-image-size", "32MiB"]);
+    let server = start(&data, &["--compat-image-size", "32MiB"], false);
     let token = std::fs::read_to_string(data.join("admin-token")).expect("admin token");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/quickstart.sh");
     let out = Command::new("bash")

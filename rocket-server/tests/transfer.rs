@@ -617,3 +617,62 @@ fn the_server_answers_while_a_long_upload_runs() {
         assert_eq!(v["size"], 32 << 20);
     });
 }
+
+#[test]
+fn multipart_takes_the_first_part_whatever_its_name_and_a_note() {
+    let app = TestApp::spawn();
+    let (_, tok) = app.user("olivia", "user");
+    let img = app.post_image(&tok, "parts", 1 << 20);
+    let data = SparseImage::bytes(100_000, 12);
+    // No filename, an unusual field name, a note before it and a part after.
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nkernel 6.12\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&data);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"extra\"\r\n\r\nignored\r\n--{BOUNDARY}--\r\n"
+        )
+        .as_bytes(),
+    );
+    let v = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/images/{img}/versions"),
+            Some(&tok),
+            &[("Content-Type", &multipart_type())],
+            Some(body),
+        )
+        .expect(201)
+        .json();
+    assert_eq!(v["note"], "kernel 6.12");
+    assert_eq!(v["size"], 100_000);
+    assert_eq!(
+        app.get(
+            &format!("/api/v1/images/{img}/versions/1/content"),
+            Some(&tok)
+        )
+        .expect(200)
+        .body,
+        data
+    );
+    // A multipart body with no part, and one that is not multipart at all.
+    app.send(
+        Method::POST,
+        &format!("/api/v1/images/{img}/versions"),
+        Some(&tok),
+        &[("Content-Type", &multipart_type())],
+        Some(format!("--{BOUNDARY}--\r\n").into_bytes()),
+    )
+    .expect_error(400, "invalid_input");
+    app.send(
+        Method::POST,
+        &format!("/api/v1/images/{img}/versions"),
+        Some(&tok),
+        &[("Content-Type", &multipart_type())],
+        Some(b"garbage".to_vec()),
+    )
+    .expect_error(400, "invalid_input");
+}
