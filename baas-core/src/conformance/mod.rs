@@ -5,6 +5,7 @@
 //! tests through the macros at the bottom of this file, which expand to one
 //! `#[test]` per case.
 
+pub mod block;
 pub mod chunks;
 pub mod metadata;
 pub mod queue;
