@@ -28,6 +28,8 @@ mod metadata;
 mod queue;
 mod rows;
 mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use db::{DbConnection, Mode};
 use error::TxError;
