@@ -135,7 +135,7 @@ impl MetadataStore for MemoryMetadataStore {
             )));
         }
         s.users.remove(&id);
-        s.tokens.retain(|_, t| t.user != id);
+        s.tokens.retain(|_, t| t.subject != TokenSubject::User(id));
         s.images.retain(|k, _| !images.contains(k));
         s.versions.retain(|(i, _), _| !images.contains(i));
         s.uploads
@@ -162,8 +162,14 @@ impl MetadataStore for MemoryMetadataStore {
 
     fn insert_token(&self, token: &Token) -> Result<()> {
         let mut s = self.lock()?;
-        if !s.users.contains_key(&token.user) {
-            return Err(Error::not_found(format!("user {}", token.user)));
+        match token.subject {
+            TokenSubject::User(u) if !s.users.contains_key(&u) => {
+                return Err(Error::not_found(format!("user {u}")))
+            }
+            TokenSubject::Machine(m) if !s.machines.contains_key(&m) => {
+                return Err(Error::not_found(format!("machine {m}")))
+            }
+            _ => {}
         }
         if s.tokens
             .values()
@@ -191,7 +197,10 @@ impl MetadataStore for MemoryMetadataStore {
     fn tokens(&self, user: UserId) -> Result<Vec<Token>> {
         let s = self.lock()?;
         Ok(sorted(
-            s.tokens.values().filter(|t| t.user == user).cloned(),
+            s.tokens
+                .values()
+                .filter(|t| t.subject == TokenSubject::User(user))
+                .cloned(),
             |t| (t.created_at, t.id),
         ))
     }

@@ -38,6 +38,15 @@ pub(crate) fn user_exists(c: &mut DbConnection, id: &str) -> Tx<bool> {
         .is_some())
 }
 
+fn machine_exists(c: &mut DbConnection, id: &str) -> Tx<bool> {
+    Ok(machines::table
+        .filter(machines::id.eq(id))
+        .select(machines::id)
+        .first::<String>(c)
+        .optional()?
+        .is_some())
+}
+
 fn image_exists(c: &mut DbConnection, id: &str) -> Tx<bool> {
     Ok(images::table
         .filter(images::id.eq(id))
@@ -342,7 +351,14 @@ impl MetadataStore for DieselMetadataStore {
     fn insert_token(&self, token: &Token) -> Result<()> {
         let row = TokenRow::new(token);
         self.write(&format!("adding token {}", token.id), |c| {
-            require_user(c, token.user)?;
+            match token.subject {
+                TokenSubject::User(u) => require_user(c, u)?,
+                TokenSubject::Machine(m) => {
+                    if !machine_exists(c, &m.to_string())? {
+                        return Err(Error::not_found(format!("machine {m}")).into());
+                    }
+                }
+            }
             diesel::insert_into(tokens::table)
                 .values(&row)
                 .execute(c)

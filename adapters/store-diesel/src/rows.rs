@@ -130,7 +130,8 @@ impl UserRow {
 #[diesel(table_name = tokens)]
 pub(crate) struct TokenRow {
     pub id: String,
-    pub user_id: String,
+    pub user_id: Option<String>,
+    pub machine_id: Option<String>,
     pub name: String,
     pub secret_hash: Vec<u8>,
     pub created_at: i64,
@@ -142,7 +143,14 @@ impl TokenRow {
     pub(crate) fn new(t: &Token) -> Self {
         TokenRow {
             id: t.id.to_string(),
-            user_id: t.user.to_string(),
+            user_id: match t.subject {
+                TokenSubject::User(u) => Some(u.to_string()),
+                TokenSubject::Machine(_) => None,
+            },
+            machine_id: match t.subject {
+                TokenSubject::Machine(m) => Some(m.to_string()),
+                TokenSubject::User(_) => None,
+            },
             name: t.name.clone(),
             secret_hash: t.secret_hash.to_vec(),
             created_at: t.created_at.millis(),
@@ -154,7 +162,16 @@ impl TokenRow {
     pub(crate) fn into_model(self) -> Result<Token> {
         Ok(Token {
             id: parse("tokens", "id", &self.id)?,
-            user: parse("tokens", "user_id", &self.user_id)?,
+            subject: match (&self.user_id, &self.machine_id) {
+                (Some(u), None) => TokenSubject::User(parse("tokens", "user_id", u)?),
+                (None, Some(m)) => TokenSubject::Machine(parse("tokens", "machine_id", m)?),
+                _ => {
+                    return Err(Error::internal(format!(
+                        "token {} has no single subject",
+                        self.id
+                    )))
+                }
+            },
             name: self.name,
             secret_hash: hash_from_db("tokens", "secret_hash", &self.secret_hash)?,
             created_at: Timestamp(self.created_at),

@@ -17,7 +17,8 @@ diesel::table! {
     tokens (id) {
         seq -> BigInt,
         id -> Text,
-        user_id -> Text,
+        user_id -> Nullable<Text>,
+        machine_id -> Nullable<Text>,
         name -> Text,
         secret_hash -> Binary,
         created_at -> BigInt,

@@ -290,7 +290,7 @@ fn conflicts_name_what_clashed(store: &DieselMetadataStore) {
 
     let token = Token {
         id: TokenId(fresh_uuid()),
-        user: bob.id,
+        subject: TokenSubject::User(bob.id),
         name: "t".into(),
         secret_hash: [7; 32],
         created_at: Timestamp(1),
@@ -307,7 +307,7 @@ fn conflicts_name_what_clashed(store: &DieselMetadataStore) {
     assert_eq!(err.kind(), ErrorKind::Conflict);
     let ghost = Token {
         id: TokenId(fresh_uuid()),
-        user: UserId(fresh_uuid()),
+        subject: TokenSubject::User(UserId(fresh_uuid())),
         secret_hash: [8; 32],
         ..token
     };

@@ -18,7 +18,9 @@ pub struct BlockSubject {
 }
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
 }
 
 fn read(d: &dyn BlockDevice, offset: u64, len: usize) -> Vec<u8> {
@@ -32,20 +34,31 @@ pub fn geometry(s: &BlockSubject) {
     let d = &*s.device;
     assert!(d.size() >= 8 << 20);
     let bs = d.block_size();
-    assert!(bs.is_power_of_two() && (512..=65536).contains(&bs), "block size {bs}");
+    assert!(
+        bs.is_power_of_two() && (512..=65536).contains(&bs),
+        "block size {bs}"
+    );
 }
 
 /// Writes read back, at aligned and odd offsets, and nothing else changes.
 pub fn write_then_read(s: &BlockSubject) {
     let d = &*s.device;
     let before = read(d, 0, 3 << 20);
-    for (off, len, seed) in [(0u64, 4096usize, 1u8), (65536, 65536, 2), (1_000_001, 77_777, 3)] {
+    for (off, len, seed) in [
+        (0u64, 4096usize, 1u8),
+        (65536, 65536, 2),
+        (1_000_001, 77_777, 3),
+    ] {
         let data = pattern(seed, len);
         d.write_at(off, &data).expect("write");
         assert_eq!(read(d, off, len), data);
     }
     let after = read(d, 0, 3 << 20);
-    let untouched = [(4096usize..65536usize), (131_072..1_000_001), (1_077_778..(3 << 20))];
+    let untouched = [
+        (4096usize..65536usize),
+        (131_072..1_000_001),
+        (1_077_778..(3 << 20)),
+    ];
     for r in untouched {
         assert_eq!(after[r.clone()], before[r.clone()], "bytes {r:?} changed");
     }
@@ -58,11 +71,27 @@ pub fn write_then_read(s: &BlockSubject) {
 pub fn out_of_range_is_invalid(s: &BlockSubject) {
     let d = &*s.device;
     let size = d.size();
-    assert_eq!(d.write_at(size - 1, &[1, 2]).expect_err("past end").kind(), ErrorKind::Invalid);
-    assert_eq!(d.write_at(u64::MAX - 1, &[1, 2]).expect_err("overflow").kind(), ErrorKind::Invalid);
+    assert_eq!(
+        d.write_at(size - 1, &[1, 2]).expect_err("past end").kind(),
+        ErrorKind::Invalid
+    );
+    assert_eq!(
+        d.write_at(u64::MAX - 1, &[1, 2])
+            .expect_err("overflow")
+            .kind(),
+        ErrorKind::Invalid
+    );
     let mut buf = [0u8; 2];
-    assert_eq!(d.read_at(size - 1, &mut buf).expect_err("past end").kind(), ErrorKind::Invalid);
-    assert_eq!(d.zero_range(size - 4096, 8192).expect_err("past end").kind(), ErrorKind::Invalid);
+    assert_eq!(
+        d.read_at(size - 1, &mut buf).expect_err("past end").kind(),
+        ErrorKind::Invalid
+    );
+    assert_eq!(
+        d.zero_range(size - 4096, 8192)
+            .expect_err("past end")
+            .kind(),
+        ErrorKind::Invalid
+    );
 }
 
 /// `zero_range` leaves zeros exactly in the range, aligned or not.
@@ -73,7 +102,8 @@ pub fn zero_range_zeroes_exactly(s: &BlockSubject) {
     d.write_at(base, &data).expect("write");
     d.flush().expect("flush");
     d.zero_range(base + 65536, 262_144).expect("zero aligned");
-    d.zero_range(base + 500_000, 10_001).expect("zero unaligned");
+    d.zero_range(base + 500_000, 10_001)
+        .expect("zero unaligned");
     let got = read(d, base, 1 << 20);
     for (i, (g, w)) in got.iter().zip(&data).enumerate() {
         let zeroed = (65536..65536 + 262_144).contains(&i) || (500_000..510_001).contains(&i);

@@ -129,7 +129,7 @@ pub fn tokens_round_trip(s: &Subject) {
     hash[..16].copy_from_slice(fresh_uuid().as_bytes());
     let t = Token {
         id: TokenId(fresh_uuid()),
-        user: u.id,
+        subject: TokenSubject::User(u.id),
         name: "laptop".into(),
         secret_hash: hash,
         created_at: Timestamp(10),
@@ -144,6 +144,32 @@ pub fn tokens_round_trip(s: &Subject) {
     assert_eq!(
         m.token(t.id).expect("get").and_then(|t| t.revoked_at),
         Some(Timestamp(50))
+    );
+    // A machine's agent token: not listed among the user's tokens.
+    let machine = add_machine(m);
+    let mut mhash = [0u8; 32];
+    mhash[..16].copy_from_slice(fresh_uuid().as_bytes());
+    let mt = Token {
+        id: TokenId(fresh_uuid()),
+        subject: TokenSubject::Machine(machine.id),
+        name: "agent".into(),
+        secret_hash: mhash,
+        created_at: Timestamp(11),
+        expires_at: Some(Timestamp(20)),
+        revoked_at: None,
+    };
+    m.insert_token(&mt).expect("insert machine token");
+    assert_eq!(m.token_by_hash(&mhash).expect("by hash"), Some(mt));
+    assert_eq!(m.tokens(u.id).expect("list").len(), 1);
+    let ghost = Token {
+        id: TokenId(fresh_uuid()),
+        subject: TokenSubject::Machine(MachineId(fresh_uuid())),
+        secret_hash: [9; 32],
+        ..t.clone()
+    };
+    assert_eq!(
+        m.insert_token(&ghost).expect_err("unknown machine").kind(),
+        ErrorKind::NotFound
     );
     let mut other = [0u8; 32];
     other[..16].copy_from_slice(fresh_uuid().as_bytes());
@@ -566,7 +592,7 @@ pub fn deleting_a_user_cascades_but_not_with_pending_jobs(s: &Subject) {
     hash[..16].copy_from_slice(fresh_uuid().as_bytes());
     m.insert_token(&Token {
         id: TokenId(fresh_uuid()),
-        user: u.id,
+        subject: TokenSubject::User(u.id),
         name: "t".into(),
         secret_hash: hash,
         created_at: Timestamp(1),

@@ -830,7 +830,15 @@ pub fn queue_flow_and_capture_rules(s: &ServicesSubject) {
         b.cancel_job(&p.bob, job.id).expect_err("hidden").kind(),
         ErrorKind::NotFound
     );
-    let agent = Actor::Agent { machine: m.id };
+    let (_, agent_secret) = b
+        .issue_agent_token(&p.moderator, m.id, 60_000)
+        .expect("agent token");
+    assert!(
+        b.issue_agent_token(&p.alice, m.id, 60_000).is_err(),
+        "users do not issue machine credentials"
+    );
+    let agent = b.authenticate(&agent_secret).expect("agent authenticates");
+    assert_eq!(agent, Actor::Agent { machine: m.id });
     let stranger = Actor::Agent {
         machine: MachineId(super::fresh_uuid()),
     };

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{check_name, Timestamp, TokenId, UserId};
+use super::{check_name, MachineId, Timestamp, TokenId, UserId};
 use crate::{Error, Result};
 
 /// What a user may do. Ordered: `User < Moderator < Admin`.
@@ -106,14 +106,34 @@ pub fn check_display_name(name: &str) -> Result<()> {
     check_name("display_name", name, 128)
 }
 
+/// Whom a token authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenSubject {
+    /// A user, with that user's current role.
+    User(UserId),
+    /// The agent of one machine: it may drive that machine's jobs and
+    /// nothing else. Issued to the management OS per boot, short-lived.
+    Machine(MachineId),
+}
+
+impl TokenSubject {
+    /// The user, for user tokens.
+    pub fn user(self) -> Option<UserId> {
+        match self {
+            TokenSubject::User(u) => Some(u),
+            TokenSubject::Machine(_) => None,
+        }
+    }
+}
+
 /// An API token's stored record. The secret itself is never stored: only its
 /// blake3 hash (tokens carry 256 random bits, so a fast hash is enough).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     /// Stable id, used to list and revoke.
     pub id: TokenId,
-    /// Owner.
-    pub user: UserId,
+    /// Whom it authenticates.
+    pub subject: TokenSubject,
     /// A label chosen by the user.
     pub name: String,
     /// blake3 of the secret.

@@ -87,8 +87,51 @@ impl Baas {
         if !token.is_active(self.clock.now()) {
             return Err(bad());
         }
-        let user = self.meta.user(token.user)?.ok_or_else(bad)?;
-        Ok(Actor::user(&user))
+        match token.subject {
+            TokenSubject::User(id) => {
+                let user = self.meta.user(id)?.ok_or_else(bad)?;
+                Ok(Actor::user(&user))
+            }
+            TokenSubject::Machine(machine) => match self.meta.machine(machine)? {
+                Some(m) if m.state != MachineState::Retired => Ok(Actor::Agent { machine }),
+                _ => Err(bad()),
+            },
+        }
+    }
+
+    /// Issues a credential for `machine`'s agent (moderators and admins, or
+    /// the system when it boots the machine into the management OS):
+    /// it authenticates as [`Actor::Agent`] for that machine only, for
+    /// `ttl_ms`. Returns the record and the secret, shown only this once.
+    pub fn issue_agent_token(
+        &self,
+        actor: &Actor,
+        machine: MachineId,
+        ttl_ms: i64,
+    ) -> Result<(Token, String)> {
+        super::policy::check_moderator(actor, "issue machine credentials")?;
+        self.meta
+            .machine(machine)?
+            .ok_or_else(|| Error::not_found(format!("machine {machine}")))?;
+        if !(1..=super::users::MAX_TOKEN_TTL_MS).contains(&ttl_ms) {
+            return Err(Error::invalid(
+                "ttl",
+                format!("{ttl_ms} ms must be between 1 ms and one year"),
+            ));
+        }
+        let secret = self.new_secret();
+        let now = self.clock.now();
+        let token = Token {
+            id: TokenId(self.entropy.uuid()),
+            subject: TokenSubject::Machine(machine),
+            name: "agent".into(),
+            secret_hash: hash_secret(&secret),
+            created_at: now,
+            expires_at: Some(now.plus_millis(ttl_ms)),
+            revoked_at: None,
+        };
+        self.meta.insert_token(&token)?;
+        Ok((token, secret))
     }
 
     /// On an empty store, creates the admin `name` and a token for it;

@@ -157,7 +157,7 @@ impl Baas {
         let secret = self.new_secret();
         let token = Token {
             id: TokenId(self.entropy.uuid()),
-            user,
+            subject: TokenSubject::User(user),
             name: name.to_string(),
             secret_hash: hash_secret(&secret),
             created_at: now,
@@ -183,7 +183,14 @@ impl Baas {
             .meta
             .token(id)?
             .ok_or_else(|| Error::not_found(format!("token {id}")))?;
-        if actor.user_id() != Some(token.user) && !actor.at_least(Role::Admin) {
+        let mine = token
+            .subject
+            .user()
+            .is_some_and(|u| actor.user_id() == Some(u));
+        if !mine && !actor.at_least(Role::Moderator) {
+            return Err(Error::not_found(format!("token {id}")));
+        }
+        if !mine && token.subject.user().is_some() && !actor.at_least(Role::Admin) {
             return Err(Error::not_found(format!("token {id}")));
         }
         if token.revoked_at.is_some() {

@@ -17,12 +17,15 @@ CREATE TABLE users (
 CREATE TABLE tokens (
     seq         INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
     id          TEXT    NOT NULL CONSTRAINT tokens_id_key UNIQUE,
-    user_id     TEXT    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    -- A token authenticates a user or one machine's agent, never both.
+    user_id     TEXT    REFERENCES users (id) ON DELETE CASCADE,
+    machine_id  TEXT    REFERENCES machines (id) ON DELETE CASCADE,
     name        TEXT    NOT NULL,
     secret_hash BLOB    NOT NULL CONSTRAINT tokens_secret_hash_key UNIQUE,
     created_at  BIGINT  NOT NULL,
     expires_at  BIGINT,
-    revoked_at  BIGINT
+    revoked_at  BIGINT,
+    CHECK ((user_id IS NULL) <> (machine_id IS NULL))
 );
 CREATE INDEX tokens_user ON tokens (user_id, created_at, seq);
 
