@@ -183,8 +183,8 @@ fn first_start_writes_the_admin_token_and_admin_commands_work() {
     assert!(String::from_utf8_lossy(&gc.stdout).contains("removed:"));
 }
 
-#[test]
-fn the_original_quickstart_runs_against_the_binary() {
+/// Runs `tests/quickstart.sh` against a server started with `extra`.
+fn run_quickstart(extra: &[&str]) {
     let tools = ["bash", "curl", "jq"];
     let missing: Vec<_> = tools.iter().filter(|t| !have(t)).collect();
     if !missing.is_empty() {
@@ -197,7 +197,9 @@ fn the_original_quickstart_runs_against_the_binary() {
     }
     let tmp = tempfile::tempdir().expect("temp dir");
     let data = tmp.path().join("data");
-    let server = start(&data, &["--compat-image-size", "32MiB"], false);
+    let mut args = vec!["--compat-image-size", "32MiB"];
+    args.extend_from_slice(extra);
+    let server = start(&data, &args, false);
     let token = std::fs::read_to_string(data.join("admin-token")).expect("admin token");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/quickstart.sh");
     let out = Command::new("bash")
@@ -217,4 +219,78 @@ fn the_original_quickstart_runs_against_the_binary() {
     );
     assert!(stdout.contains("quickstart: ok"), "{stdout}");
     assert!(stdout.contains("version 1"), "{stdout}");
+}
+
+#[test]
+fn the_original_quickstart_runs_against_the_binary() {
+    run_quickstart(&[]);
+}
+
+/// A database of its own on the test PostgreSQL server, dropped afterwards.
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(admin_url: &str) -> Database {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("baas_server_test_{}_{nanos}", std::process::id());
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("BAAS_TEST_POSTGRES_URL ends in /DATABASE");
+        psql(admin_url, &format!("CREATE DATABASE {name}"));
+        Database {
+            admin_url: admin_url.to_string(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.admin_url)
+            .args([
+                "-q",
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_original_quickstart_runs_on_postgresql() {
+    let Ok(url) = std::env::var("BAAS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "BAAS_TEST_POSTGRES_URL is not set (CI starts PostgreSQL)"
+        );
+        eprintln!("skipping: BAAS_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    if !have("psql") {
+        assert!(std::env::var("CI").is_err(), "psql is missing");
+        return;
+    }
+    let db = Database::create(&url);
+    run_quickstart(&["--database-url", &db.url]);
 }
