@@ -146,8 +146,10 @@ impl UserPatchBody {
 pub struct TokenView {
     /// Id (to revoke it).
     pub id: Uuid,
-    /// Owner.
-    pub user_id: Uuid,
+    /// The user it authenticates as (user tokens).
+    pub user_id: Option<Uuid>,
+    /// The machine whose agent it authenticates (agent tokens).
+    pub machine_id: Option<Uuid>,
     /// Label.
     pub name: String,
     /// Creation time.
@@ -162,7 +164,14 @@ impl From<&Token> for TokenView {
     fn from(t: &Token) -> Self {
         TokenView {
             id: t.id.uuid(),
-            user_id: t.user.uuid(),
+            user_id: match t.subject {
+                TokenSubject::User(u) => Some(u.uuid()),
+                TokenSubject::Machine(_) => None,
+            },
+            machine_id: match t.subject {
+                TokenSubject::Machine(m) => Some(m.uuid()),
+                TokenSubject::User(_) => None,
+            },
             name: t.name.clone(),
             created_at: rfc3339(t.created_at),
             expires_at: opt_time(t.expires_at),
@@ -953,6 +962,17 @@ impl From<GcReport> for GcReportView {
 #[derive(Debug, ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct Binary(pub Vec<u8>);
+
+/// A multipart upload: the first part (any name; `file` by convention) is
+/// the image; a `note` text part before it becomes the version's note.
+#[derive(Debug, ToSchema)]
+pub struct UploadForm {
+    /// A note stored with the version.
+    pub note: Option<String>,
+    /// The image bytes.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
 
 /// `{"status": "ok"}`.
 #[derive(Debug, Serialize, ToSchema)]

@@ -104,8 +104,8 @@ pub async fn list_versions(caller: Caller, id: &str) -> Result<Out<Vec<VersionVi
 #[utoipa::path(post, path = "/api/v1/images/{id}/versions", tag = "versions",
     params(("id" = uuid::Uuid, Path, description = "image id"),
         ("note" = Option<String>, Query, description = "a note stored with the version")),
-    request_body(content = Binary, content_type = "application/octet-stream",
-        description = "the image bytes, or a multipart/form-data body with a file part"),
+    request_body(description = "the image bytes, raw or as a multipart form",
+        content((Binary = "application/octet-stream"), (UploadForm = "multipart/form-data"))),
     responses((status = 201, body = VersionView), (status = 400, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
 #[post("/images/<id>/versions?<note>", data = "<data>")]
