@@ -1,6 +1,7 @@
 //! The authorization matrix: every mounted route, called with no token,
-//! as another user, as the owner of the resources, as a moderator and as an
-//! admin, against the status the rules say. Destructive calls get fresh
+//! as another user, as the owner of the resources, as a moderator, as an
+//! admin and as the agent of the machine the jobs run on, against the
+//! status the rules say. Destructive calls get fresh
 //! resources per cell. A route added without a row here fails the test.
 
 mod common;
@@ -24,7 +25,7 @@ const WHO: [&str; 5] = [
 
 struct World {
     app: TestApp,
-    tokens: [Option<String>; 5],
+    tokens: [Option<String>; 6],
     owner_id: String,
     owner_token: String,
     image: String,
@@ -172,34 +173,34 @@ impl World {
 type Build = Box<dyn Fn(&World) -> Req>;
 
 /// (route as Rocket mounts it, expected status per caller, request).
-fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
+fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
     use Method as M;
     vec![
         // --- operations
         (
             "GET /healthz",
-            [200, 200, 200, 200, 200],
+            [200, 200, 200, 200, 200, 200],
             Box::new(|_| bare(M::GET, "/healthz".into())),
         ),
         (
             "GET /metrics",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 200],
             Box::new(|_| bare(M::GET, "/metrics".into())),
         ),
         (
             "GET /api/v1/openapi.json",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 200],
             Box::new(|_| bare(M::GET, "/api/v1/openapi.json".into())),
         ),
         // --- users and tokens
         (
             "GET /api/v1/users",
-            [401, 403, 403, 200, 200],
+            [401, 403, 403, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/api/v1/users".into())),
         ),
         (
             "POST /api/v1/users",
-            [401, 403, 403, 403, 201],
+            [401, 403, 403, 403, 201, 403],
             Box::new(|w| {
                 json_req(
                     M::POST,
@@ -210,12 +211,12 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /api/v1/users/<id>",
-            [401, 404, 200, 200, 200],
+            [401, 404, 200, 200, 200, 404],
             Box::new(|w| bare(M::GET, format!("/api/v1/users/{}", w.owner_id))),
         ),
         (
             "PATCH /api/v1/users/<id>",
-            [401, 404, 200, 403, 200],
+            [401, 404, 200, 403, 200, 404],
             Box::new(|w| {
                 json_req(
                     M::PATCH,
@@ -226,17 +227,17 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "DELETE /api/v1/users/<id>",
-            [401, 403, 403, 403, 204],
+            [401, 403, 403, 403, 204, 403],
             Box::new(|w| bare(M::DELETE, format!("/api/v1/users/{}", w.fresh_user()))),
         ),
         (
             "GET /api/v1/users/<id>/tokens",
-            [401, 403, 200, 403, 200],
+            [401, 403, 200, 403, 200, 403],
             Box::new(|w| bare(M::GET, format!("/api/v1/users/{}/tokens", w.owner_id))),
         ),
         (
             "POST /api/v1/users/<id>/tokens",
-            [401, 403, 201, 403, 201],
+            [401, 403, 201, 403, 201, 403],
             Box::new(|w| {
                 json_req(
                     M::POST,
@@ -247,18 +248,18 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "DELETE /api/v1/tokens/<id>",
-            [401, 404, 204, 404, 204],
+            [401, 404, 204, 404, 204, 404],
             Box::new(|w| bare(M::DELETE, format!("/api/v1/tokens/{}", w.fresh_token()))),
         ),
         // --- images and versions
         (
             "GET /api/v1/images?<owner>",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/api/v1/images".into())),
         ),
         (
             "POST /api/v1/images",
-            [401, 201, 201, 201, 201],
+            [401, 201, 201, 201, 201, 403],
             Box::new(|_| {
                 json_req(
                     M::POST,
@@ -269,12 +270,12 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /api/v1/images/<id>",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| bare(M::GET, format!("/api/v1/images/{}", w.image))),
         ),
         (
             "PATCH /api/v1/images/<id>",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| {
                 json_req(
                     M::PATCH,
@@ -285,17 +286,17 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "DELETE /api/v1/images/<id>",
-            [401, 404, 204, 404, 204],
+            [401, 404, 204, 404, 204, 404],
             Box::new(|w| bare(M::DELETE, format!("/api/v1/images/{}", w.fresh_image()))),
         ),
         (
             "GET /api/v1/images/<id>/versions",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| bare(M::GET, format!("/api/v1/images/{}/versions", w.image))),
         ),
         (
             "POST /api/v1/images/<id>/versions?<note>",
-            [401, 404, 201, 404, 201],
+            [401, 404, 201, 404, 201, 404],
             Box::new(|w| {
                 bytes(
                     M::POST,
@@ -306,12 +307,12 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /api/v1/images/<id>/versions/<version>",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| bare(M::GET, format!("/api/v1/images/{}/versions/1", w.image))),
         ),
         (
             "DELETE /api/v1/images/<id>/versions/<version>",
-            [401, 404, 204, 404, 204],
+            [401, 404, 204, 404, 204, 404],
             Box::new(|w| {
                 bare(
                     M::DELETE,
@@ -321,7 +322,7 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /api/v1/images/<id>/versions/<version>/content",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| {
                 bare(
                     M::GET,
@@ -331,7 +332,7 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /api/v1/images/<id>/versions/<version>/manifest",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| {
                 bare(
                     M::GET,
@@ -342,7 +343,7 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         // --- chunk-level uploads
         (
             "POST /api/v1/images/<id>/uploads",
-            [401, 404, 201, 404, 201],
+            [401, 404, 201, 404, 201, 404],
             Box::new(|w| {
                 bytes(
                     M::POST,
@@ -353,12 +354,12 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /api/v1/uploads/<id>",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| bare(M::GET, format!("/api/v1/uploads/{}", w.upload))),
         ),
         (
             "PUT /api/v1/uploads/<id>/chunks/<hash>",
-            [401, 404, 201, 404, 201],
+            [401, 404, 201, 404, 201, 404],
             Box::new(|w| {
                 let (id, hash, frame) = w.fresh_upload();
                 bytes(M::PUT, format!("/api/v1/uploads/{id}/chunks/{hash}"), frame)
@@ -366,7 +367,7 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "POST /api/v1/uploads/<id>/commit",
-            [401, 404, 201, 404, 201],
+            [401, 404, 201, 404, 201, 404],
             Box::new(|w| {
                 json_req(
                     M::POST,
@@ -377,7 +378,7 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "DELETE /api/v1/uploads/<id>",
-            [401, 404, 204, 404, 204],
+            [401, 404, 204, 404, 204, 404],
             Box::new(|w| {
                 bare(
                     M::DELETE,
@@ -388,22 +389,22 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         // --- setups
         (
             "GET /api/v1/setups?<owner>",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/api/v1/setups".into())),
         ),
         (
             "POST /api/v1/setups",
-            [401, 201, 201, 201, 201],
+            [401, 201, 201, 201, 201, 403],
             Box::new(|_| json_req(M::POST, "/api/v1/setups".into(), json!({"name": "mine"}))),
         ),
         (
             "GET /api/v1/setups/<id>",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| bare(M::GET, format!("/api/v1/setups/{}", w.setup))),
         ),
         (
             "PUT /api/v1/setups/<id>",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| {
                 json_req(
                     M::PUT,
@@ -414,18 +415,18 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "DELETE /api/v1/setups/<id>",
-            [401, 404, 204, 404, 204],
+            [401, 404, 204, 404, 204, 404],
             Box::new(|w| bare(M::DELETE, format!("/api/v1/setups/{}", w.fresh_setup()))),
         ),
         // --- machines and jobs
         (
             "GET /api/v1/machines",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/api/v1/machines".into())),
         ),
         (
             "POST /api/v1/machines",
-            [401, 403, 403, 201, 201],
+            [401, 403, 403, 201, 201, 403],
             Box::new(|w| {
                 json_req(
                     M::POST,
@@ -436,12 +437,12 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /api/v1/machines/<machine>",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 200],
             Box::new(|w| bare(M::GET, format!("/api/v1/machines/{}", w.machine))),
         ),
         (
             "PATCH /api/v1/machines/<machine>",
-            [401, 403, 403, 200, 200],
+            [401, 403, 403, 200, 200, 403],
             Box::new(|w| {
                 json_req(
                     M::PATCH,
@@ -452,12 +453,12 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /api/v1/machines/<machine>/queue",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 200],
             Box::new(|w| bare(M::GET, format!("/api/v1/machines/{}/queue", w.mac))),
         ),
         (
             "POST /api/v1/machines/<machine>/jobs",
-            [401, 404, 201, 404, 201],
+            [401, 404, 201, 404, 201, 403],
             Box::new(|w| {
                 json_req(
                     M::POST,
@@ -468,22 +469,22 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /api/v1/jobs?<machine>&<owner>&<state>&<limit>",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 200],
             Box::new(|_| bare(M::GET, "/api/v1/jobs".into())),
         ),
         (
             "GET /api/v1/jobs/<id>",
-            [401, 404, 200, 200, 200],
+            [401, 404, 200, 200, 200, 200],
             Box::new(|w| bare(M::GET, format!("/api/v1/jobs/{}", w.job))),
         ),
         (
             "GET /api/v1/jobs/<id>/events",
-            [401, 404, 200, 200, 200],
+            [401, 404, 200, 200, 200, 200],
             Box::new(|w| bare(M::GET, format!("/api/v1/jobs/{}/events", w.job))),
         ),
         (
             "POST /api/v1/jobs/<id>/cancel",
-            [401, 404, 200, 200, 200],
+            [401, 404, 200, 200, 200, 403],
             Box::new(|w| {
                 json_req(
                     M::POST,
@@ -495,18 +496,18 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         // --- administration
         (
             "POST /api/v1/admin/gc",
-            [401, 403, 403, 403, 200],
+            [401, 403, 403, 403, 200, 403],
             Box::new(|_| json_req(M::POST, "/api/v1/admin/gc".into(), json!({}))),
         ),
         (
             "GET /api/v1/admin/storage",
-            [401, 403, 403, 200, 200],
+            [401, 403, 403, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/api/v1/admin/storage".into())),
         ),
         // --- the original's routes
         (
             "POST /user",
-            [401, 403, 403, 403, 201],
+            [401, 403, 403, 403, 201, 403],
             Box::new(|w| {
                 json_req(
                     M::POST,
@@ -517,12 +518,12 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /user/me",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/user/me".into())),
         ),
         (
             "POST /user/<name>/image",
-            [401, 404, 201, 403, 201],
+            [401, 404, 201, 403, 201, 404],
             Box::new(|_| {
                 json_req(
                     M::POST,
@@ -533,17 +534,17 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /user/<name>/images",
-            [401, 404, 200, 200, 200],
+            [401, 404, 200, 200, 200, 404],
             Box::new(|_| bare(M::GET, "/user/owner/images".into())),
         ),
         (
             "GET /user/<name>/image_setups",
-            [401, 404, 200, 403, 200],
+            [401, 404, 200, 403, 200, 404],
             Box::new(|_| bare(M::GET, "/user/owner/image_setups".into())),
         ),
         (
             "POST /user/<name>/image_setup",
-            [401, 403, 201, 403, 403],
+            [401, 403, 201, 403, 403, 403],
             Box::new(|_| {
                 json_req(
                     M::POST,
@@ -554,27 +555,27 @@ fn rows() -> Vec<(&'static str, [u16; 5], Build)> {
         ),
         (
             "GET /image/<id>/<version>",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| bare(M::GET, format!("/image/{}/latest", w.image))),
         ),
         (
             "POST /image/<id>",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 404],
             Box::new(|w| bytes(M::POST, format!("/image/{}", w.image), vec![5u8; 3000])),
         ),
         (
             "GET /machines",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/machines".into())),
         ),
         (
             "GET /machine/<mac>",
-            [401, 200, 200, 200, 200],
+            [401, 200, 200, 200, 200, 200],
             Box::new(|w| bare(M::GET, format!("/machine/{}", w.mac))),
         ),
         (
             "POST /machine/<mac>/boot",
-            [401, 404, 200, 404, 200],
+            [401, 404, 200, 404, 200, 403],
             Box::new(|w| {
                 json_req(
                     M::POST,
@@ -615,6 +616,7 @@ fn every_route_against_every_kind_of_caller() {
         .expect("job id")
         .to_string();
     let admin = app.admin.clone();
+    let agent = app.agent_token(&machine);
     let mut w = World {
         tokens: [
             None,
@@ -622,6 +624,7 @@ fn every_route_against_every_kind_of_caller() {
             Some(owner.clone()),
             Some(moderator),
             Some(admin),
+            Some(agent),
         ],
         owner_id,
         owner_token: owner,

@@ -27,6 +27,9 @@ pub struct TestApp {
     pub admin: String,
     /// The data directory (kept while the app lives).
     pub dir: TempDir,
+    /// The services the server runs on (for what the API cannot do yet,
+    /// such as issuing an agent's credential).
+    pub baas: baas_core::Baas,
     agent: ureq::Agent,
     shutdown: Option<rocket::Shutdown>,
 }
@@ -132,12 +135,14 @@ impl TestApp {
         };
         f(&mut settings);
         let (tx, rx) = mpsc::channel();
-        let rocket =
-            baas_server::build(baas, settings).attach(AdHoc::on_liftoff("test port", move |r| {
+        let rocket = baas_server::build(baas.clone(), settings).attach(AdHoc::on_liftoff(
+            "test port",
+            move |r| {
                 Box::pin(async move {
                     let _ = tx.send((r.config().port, r.shutdown()));
                 })
-            }));
+            },
+        ));
         std::thread::spawn(move || {
             if let Err(e) = rocket::execute(rocket.launch()) {
                 eprintln!("test server failed: {e}");
@@ -157,6 +162,7 @@ impl TestApp {
             port,
             admin,
             dir,
+            baas,
             agent,
             shutdown: Some(shutdown),
         }
@@ -319,6 +325,17 @@ impl TestApp {
             Some(token),
             &json!({"image_id": image, "version": version}),
         )
+    }
+
+    /// A credential for `machine`'s agent, issued as the system does when it
+    /// boots the machine.
+    pub fn agent_token(&self, machine: &str) -> String {
+        let id: baas_core::model::MachineId = machine.parse().expect("machine id");
+        let (_, secret) = self
+            .baas
+            .issue_agent_token(&baas_core::Actor::System, id, 3_600_000)
+            .expect("agent token");
+        secret
     }
 
     /// A metric's value from `/metrics`.
