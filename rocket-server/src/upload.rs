@@ -348,6 +348,12 @@ impl Upload<'_> {
                 break Err(too_large(limit));
             }
             let last = got.is_none();
+            if last && sent == 0 && buf.is_empty() {
+                break Err(Error::invalid(
+                    "body",
+                    "the upload is empty; send the image as the body or as a multipart file part",
+                ));
+            }
             if buf.len() >= PIECE || (last && !buf.is_empty()) {
                 sent += buf.len() as u64;
                 let piece = buf.split().freeze();

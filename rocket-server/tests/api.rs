@@ -443,6 +443,8 @@ fn bad_input_gets_the_envelope_and_the_right_status() {
         .as_str()
         .is_some_and(|m| m.contains("100000")));
     app.upload(&tok, &img, &vec![1u8; 100_000]).expect(201);
+    app.upload(&tok, &img, &[])
+        .expect_error(400, "invalid_input");
     let mut r = common::SparseImage::new(300_000, 1);
     app.send_reader(
         Method::POST,
