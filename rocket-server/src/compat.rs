@@ -21,6 +21,7 @@ use rocket::http::{ContentType, Status};
 use rocket::{get, post, Route, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::api::parse;
 use crate::auth::Caller;
@@ -49,7 +50,7 @@ pub fn routes() -> Vec<Route> {
 }
 
 /// A user, as the original spelled it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GoUser {
     #[serde(rename = "UUID")]
     id: String,
@@ -88,6 +89,9 @@ pub struct UserBody {
 
 /// Creates a user (admins). With `username`, `name` is the display name;
 /// without, `name` is the login name.
+#[utoipa::path(post, path = "/user", tag = "original",
+    request_body(content = Object, description = "`{\"name\", \"email\", \"role\"}` (or `{\"Username\", \"Name\", ...}`); keys in any case"),
+    responses((status = 201, body = GoUser), (status = 400, body = crate::error::ErrorEnvelope), (status = 403, body = crate::error::ErrorEnvelope), (status = 409, body = crate::error::ErrorEnvelope)))]
 #[post("/user", data = "<body>")]
 pub async fn create_user(
     caller: Caller,
@@ -113,6 +117,8 @@ pub async fn create_user(
 }
 
 /// `GET /user/me`: the caller.
+#[utoipa::path(get, path = "/user/me", tag = "original",
+    responses((status = 200, body = GoUser), (status = 403, body = crate::error::ErrorEnvelope)))]
 #[get("/user/me")]
 pub async fn me(caller: Caller) -> Result<Out<GoUser>, ApiError> {
     let id = crate::api::user_ref(caller.actor(), "me")?;
@@ -121,7 +127,7 @@ pub async fn me(caller: Caller) -> Result<Out<GoUser>, ApiError> {
 }
 
 /// A version, as the original spelled it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GoVersion {
     #[serde(rename = "Version")]
     version: u32,
@@ -145,7 +151,7 @@ impl From<&Version> for GoVersion {
 }
 
 /// An image, as the original spelled it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GoImage {
     #[serde(rename = "UUID")]
     id: String,
@@ -212,6 +218,10 @@ fn owner_named(baas: &Baas, actor: &Actor, name: &str) -> baas_core::Result<User
 /// Creates an image owned by `{name}` (yourself; admins for anyone) with
 /// its blank version 0 of the declared size (`size`, else the server's
 /// default).
+#[utoipa::path(post, path = "/user/{name}/image", tag = "original",
+    params(("name" = String, Path, description = "the owner's login name")),
+    request_body(content = Object, description = "`{\"name\", \"DiskUUID\", \"size\"?}`; keys in any case; size in bytes or like \"8GiB\""),
+    responses((status = 201, body = GoImage), (status = 400, body = crate::error::ErrorEnvelope), (status = 403, body = crate::error::ErrorEnvelope), (status = 404, body = crate::error::ErrorEnvelope)))]
 #[post("/user/<name>/image", data = "<body>")]
 pub async fn create_image(
     caller: Caller,
@@ -250,6 +260,9 @@ pub async fn create_image(
 }
 
 /// `{name}`'s images that you may read, with their versions.
+#[utoipa::path(get, path = "/user/{name}/images", tag = "original",
+    params(("name" = String, Path, description = "the owner's login name")),
+    responses((status = 200, body = [GoImage]), (status = 404, body = crate::error::ErrorEnvelope)))]
 #[get("/user/<name>/images")]
 pub async fn user_images(caller: Caller, name: &str) -> Result<Out<Vec<GoImage>>, ApiError> {
     let owner_name = name.to_string();
@@ -269,7 +282,7 @@ pub async fn user_images(caller: Caller, name: &str) -> Result<Out<Vec<GoImage>>
 }
 
 /// A setup entry, as the original spelled it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GoSetupImage {
     #[serde(rename = "UUIDImage")]
     image: String,
@@ -280,7 +293,7 @@ pub struct GoSetupImage {
 }
 
 /// A setup, as the original spelled it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GoSetup {
     #[serde(rename = "UUID")]
     id: String,
@@ -310,6 +323,9 @@ fn go_setup(s: &Setup, owner: &str) -> GoSetup {
 }
 
 /// `{name}`'s setups (yourself; admins for anyone).
+#[utoipa::path(get, path = "/user/{name}/image_setups", tag = "original",
+    params(("name" = String, Path, description = "the owner's login name")),
+    responses((status = 200, body = [GoSetup]), (status = 403, body = crate::error::ErrorEnvelope), (status = 404, body = crate::error::ErrorEnvelope)))]
 #[get("/user/<name>/image_setups")]
 pub async fn user_setups(caller: Caller, name: &str) -> Result<Out<Vec<GoSetup>>, ApiError> {
     let owner_name = name.to_string();
@@ -329,6 +345,10 @@ pub struct SetupBody {
 }
 
 /// Creates an empty setup for yourself (`{name}` must be you).
+#[utoipa::path(post, path = "/user/{name}/image_setup", tag = "original",
+    params(("name" = String, Path, description = "your login name")),
+    request_body(content = Object, description = "`{\"Name\"}`; keys in any case"),
+    responses((status = 201, body = GoSetup), (status = 400, body = crate::error::ErrorEnvelope), (status = 403, body = crate::error::ErrorEnvelope)))]
 #[post("/user/<name>/image_setup", data = "<body>")]
 pub async fn create_setup(
     caller: Caller,
@@ -355,6 +375,13 @@ pub async fn create_setup(
 
 /// `GET /image/{uuid}/{version}` and `GET /image/{uuid}/latest`: the
 /// version's bytes, with the same ranges and ETag as `/api/v1`.
+#[utoipa::path(get, path = "/image/{id}/{version}", tag = "original",
+    params(("id" = uuid::Uuid, Path, description = "image id"),
+        ("version" = String, Path, description = "a version number, or `latest`"),
+        ("Range" = Option<String>, Header, description = "one byte range")),
+    responses((status = 200, content_type = "application/octet-stream", body = crate::dto::Binary),
+        (status = 206, content_type = "application/octet-stream", body = crate::dto::Binary),
+        (status = 304), (status = 404, body = crate::error::ErrorEnvelope), (status = 416, body = crate::error::ErrorEnvelope)))]
 #[get("/image/<id>/<version>")]
 pub async fn download(
     caller: Caller,
@@ -371,6 +398,13 @@ pub async fn download(
 
 /// `POST /image/{uuid}`: a new version from a multipart (or raw) body.
 /// Answers `Successfully uploaded image: N` so `awk '{print $4}'` reads N.
+#[utoipa::path(post, path = "/image/{id}", tag = "original",
+    params(("id" = uuid::Uuid, Path, description = "image id")),
+    request_body(description = "the image, as a multipart form (first part) or raw",
+        content((crate::dto::UploadForm = "multipart/form-data"), (crate::dto::Binary = "application/octet-stream"))),
+    responses((status = 200, content_type = "text/plain", body = String,
+            description = "`Successfully uploaded image: N`"),
+        (status = 400, body = crate::error::ErrorEnvelope), (status = 404, body = crate::error::ErrorEnvelope), (status = 413, body = crate::error::ErrorEnvelope)))]
 #[post("/image/<id>", data = "<data>")]
 pub async fn upload_image(
     caller: Caller,
@@ -387,7 +421,7 @@ pub async fn upload_image(
 }
 
 /// A machine, as the original spelled it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GoMachine {
     #[serde(rename = "UUID")]
     id: String,
@@ -404,7 +438,7 @@ pub struct GoMachine {
 }
 
 /// `{"Address": "52:54:00:..."}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GoMac {
     #[serde(rename = "Address")]
     address: String,
@@ -426,6 +460,8 @@ impl From<&Machine> for GoMachine {
 }
 
 /// Every machine.
+#[utoipa::path(get, path = "/machines", tag = "original",
+    responses((status = 200, body = [GoMachine]), (status = 403, body = crate::error::ErrorEnvelope)))]
 #[get("/machines")]
 pub async fn list_machines(caller: Caller) -> Result<Out<Vec<GoMachine>>, ApiError> {
     let machines = caller.run(|b, a| b.list_machines(a)).await?;
@@ -433,6 +469,9 @@ pub async fn list_machines(caller: Caller) -> Result<Out<Vec<GoMachine>>, ApiErr
 }
 
 /// A machine by MAC.
+#[utoipa::path(get, path = "/machine/{mac}", tag = "original",
+    params(("mac" = String, Path, description = "MAC address")),
+    responses((status = 200, body = GoMachine), (status = 400, body = crate::error::ErrorEnvelope), (status = 404, body = crate::error::ErrorEnvelope)))]
 #[get("/machine/<mac>")]
 pub async fn get_machine(caller: Caller, mac: &str) -> Result<Out<GoMachine>, ApiError> {
     let mac: MacAddress = parse(mac)?;
@@ -453,7 +492,7 @@ pub struct BootBody {
 }
 
 /// What was queued, as the original's `BootSetup` roughly spelled it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GoBoot {
     #[serde(rename = "JobUUID")]
     job: String,
@@ -490,6 +529,10 @@ fn version_of(v: Option<Value>) -> Result<VersionRef, Error> {
 }
 
 /// Queues a job on the machine `{mac}`.
+#[utoipa::path(post, path = "/machine/{mac}/boot", tag = "original",
+    params(("mac" = String, Path, description = "MAC address")),
+    request_body(content = Object, description = "`{\"Version\", \"ImageUUID\", \"update\"}` or `{\"SetupUUID\"}`; keys in any case"),
+    responses((status = 200, body = GoBoot), (status = 400, body = crate::error::ErrorEnvelope), (status = 404, body = crate::error::ErrorEnvelope), (status = 409, body = crate::error::ErrorEnvelope)))]
 #[post("/machine/<mac>/boot", data = "<body>")]
 pub async fn boot(
     caller: Caller,

@@ -1,15 +1,16 @@
 //! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
 //! attributes and the DTOs' `ToSchema` derives, so it cannot drift from the
-//! code (a test checks that every mounted `/api/v1` route is in it).
+//! code (a test checks that every mounted route is in it, the original's
+//! routes under the tag `original` included).
 
 use rocket::get;
 use rocket::http::ContentType;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::{api, compat};
 
 /// The document's root.
 #[derive(Debug, OpenApi)]
@@ -65,6 +66,17 @@ use crate::error::ApiError;
         openapi_json,
         crate::ops::healthz,
         crate::ops::metrics,
+        compat::create_user,
+        compat::me,
+        compat::create_image,
+        compat::user_images,
+        compat::user_setups,
+        compat::create_setup,
+        compat::download,
+        compat::upload_image,
+        compat::list_machines,
+        compat::get_machine,
+        compat::boot,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
