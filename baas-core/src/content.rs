@@ -330,19 +330,54 @@ const FRAME_RAW: u8 = 0;
 const FRAME_ZSTD: u8 = 1;
 
 /// Encodes a chunk for storage and transfer: zstd at `level`, or raw when
-/// compression would not save at least 1/32 of the bytes.
+/// compression would not save at least 1/32 of the bytes. For many chunks,
+/// [`FrameEncoder`] reuses its compression context.
 pub fn encode_frame(data: &[u8], level: i32) -> Result<Vec<u8>> {
-    let z = zstd::bulk::compress(data, level)
-        .map_err(|e| Error::internal("compressing a chunk failed").with_source(e))?;
-    let mut out = Vec::with_capacity(1 + z.len().min(data.len()));
-    if z.len() + data.len() / 32 < data.len() {
-        out.push(FRAME_ZSTD);
-        out.extend_from_slice(&z);
-    } else {
-        out.push(FRAME_RAW);
-        out.extend_from_slice(data);
+    FrameEncoder::new(level)?.encode(data)
+}
+
+/// Encodes chunk frames with one reusable zstd context (one per thread).
+pub struct FrameEncoder {
+    compressor: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for FrameEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FrameEncoder")
     }
-    Ok(out)
+}
+
+impl FrameEncoder {
+    /// An encoder at zstd `level`.
+    pub fn new(level: i32) -> Result<FrameEncoder> {
+        let compressor = zstd::bulk::Compressor::new(level)
+            .map_err(|e| Error::internal("creating a zstd context failed").with_source(e))?;
+        Ok(FrameEncoder {
+            compressor,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The frame for `data` (see [`encode_frame`]).
+    pub fn encode(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd::zstd_safe::compress_bound(data.len()));
+        let n = self
+            .compressor
+            .compress_to_buffer(data, &mut self.scratch)
+            .map_err(|e| Error::internal("compressing a chunk failed").with_source(e))?;
+        let mut out = Vec::with_capacity(1 + n.min(data.len()));
+        if n + data.len() / 32 < data.len() {
+            out.push(FRAME_ZSTD);
+            out.extend_from_slice(&self.scratch[..n]);
+        } else {
+            out.push(FRAME_RAW);
+            out.extend_from_slice(data);
+        }
+        Ok(out)
+    }
 }
 
 /// Decodes a frame and checks it against `hash`. A mismatch is an error,

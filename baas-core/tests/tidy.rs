@@ -35,7 +35,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn all_rust_files() -> Vec<PathBuf> {
     let root = workspace_root();
     let listed = Command::new("git")
-        .args(["ls-files", "--cached", "--others", "--exclude-standard", "*.rs"])
+        .args([
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "*.rs",
+        ])
         .current_dir(&root)
         .output()
         .ok()
@@ -52,7 +58,10 @@ fn all_rust_files() -> Vec<PathBuf> {
             files
         }
     };
-    assert!(files.len() > 20, "tidy found too few files; is the root right?");
+    assert!(
+        files.len() > 20,
+        "tidy found too few files; is the root right?"
+    );
     files
 }
 

@@ -18,7 +18,10 @@ const GIB: u64 = 1 << 30;
 
 fn fresh(dir: &std::path::Path) -> (Baas, baas_core::model::ImageId) {
     let baas = baas_embedded::open_data_dir(dir).expect("open");
-    let (admin, _) = baas.bootstrap_admin("admin").expect("bootstrap").expect("empty store");
+    let (admin, _) = baas
+        .bootstrap_admin("admin")
+        .expect("bootstrap")
+        .expect("empty store");
     let actor = Actor::user(&admin);
     let (img, _) = baas
         .create_image(
@@ -68,6 +71,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("baseline_zstd1_single_core", |b| {
         b.iter(|| black_box(baas_benches::zstd_cli(&path, 1).expect("zstd")))
     });
+    // Stores are kept until the group ends: deleting thousands of chunk
+    // files between iterations would make ext4 hunt for inodes that were
+    // not "recently deleted" and measure that instead of an import.
+    let kept = std::sync::Mutex::new(Vec::new());
     g.bench_function("baas_import_fresh_store", |b| {
         b.iter_batched(
             || {
@@ -77,7 +84,7 @@ fn bench(c: &mut Criterion) {
             },
             |(dir, baas, image)| {
                 black_box(import(&baas, image, &path));
-                dir
+                kept.lock().expect("lock").push(dir);
             },
             BatchSize::PerIteration,
         )
@@ -85,16 +92,23 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(baas_benches::data_dir()).expect("tempdir");
     let (baas, image) = fresh(dir.path());
     let version = import(&baas, image, &path);
-    g.bench_function("baas_reimport_unchanged", |b| b.iter(|| black_box(import(&baas, image, &path))));
+    g.bench_function("baas_reimport_unchanged", |b| {
+        b.iter(|| black_box(import(&baas, image, &path)))
+    });
     g.bench_function("baas_export", |b| {
         b.iter(|| {
             let mut r = baas
-                .open_version(&Actor::System, image, baas_core::model::VersionRef::Number(version))
+                .open_version(
+                    &Actor::System,
+                    image,
+                    baas_core::model::VersionRef::Number(version),
+                )
                 .expect("open version");
             black_box(io::copy(&mut r, &mut io::sink()).expect("export"))
         })
     });
     g.finish();
+    drop(kept);
 }
 
 criterion_group!(benches, bench);

@@ -27,7 +27,10 @@ fn main() {
     fs::copy(&base, &work).expect("copy image");
     let data = work_dir.path().join("baas");
     let baas = baas_embedded::open_data_dir(&data).expect("open");
-    let (admin, _) = baas.bootstrap_admin("admin").expect("bootstrap").expect("empty store");
+    let (admin, _) = baas
+        .bootstrap_admin("admin")
+        .expect("bootstrap")
+        .expect("empty store");
     let actor = Actor::user(&admin);
     let (img, _) = baas
         .create_image(
@@ -68,9 +71,22 @@ fn main() {
     println!();
     println!("| what | bytes | vs one zstd -3 version |");
     println!("|---|---:|---:|");
-    println!("| BAAS chunk store + metadata, {VERSIONS} versions | {stored} | {:.3}x |", stored as f64 / one);
-    println!("| of which chunk frames | {chunks} | {:.3}x |", chunks as f64 / one);
+    println!(
+        "| BAAS chunk store + metadata, {VERSIONS} versions | {stored} | {:.3}x |",
+        stored as f64 / one
+    );
+    println!(
+        "| of which chunk frames | {chunks} | {:.3}x |",
+        chunks as f64 / one
+    );
     println!("| one version, zstd -3 | {first_compressed} | 1.000x |");
-    println!("| {VERSIONS} copies, zstd -3 | {compressed_copies} | {:.3}x |", compressed_copies as f64 / one);
-    println!("| {VERSIONS} raw copies | {} | {:.3}x |", u64::from(VERSIONS) * GIB, (u64::from(VERSIONS) * GIB) as f64 / one);
+    println!(
+        "| {VERSIONS} copies, zstd -3 | {compressed_copies} | {:.3}x |",
+        compressed_copies as f64 / one
+    );
+    println!(
+        "| {VERSIONS} raw copies | {} | {:.3}x |",
+        u64::from(VERSIONS) * GIB,
+        (u64::from(VERSIONS) * GIB) as f64 / one
+    );
 }

@@ -28,31 +28,52 @@ fn run(cmd: &mut Command) -> io::Result<()> {
     }
 }
 
-/// Real files from the system, in a fixed order, skipping `skip` bytes'
-/// worth, up to `bytes`.
-fn system_files(skip: u64, bytes: u64) -> Vec<PathBuf> {
+/// Real files from the system, about `bytes` of them, picked in an order
+/// fixed by `seed` (blake3 of the seed and the path): a mix from the whole
+/// tree, as a user's files would be, not one directory of near-identical
+/// generated files. `exclude` seeds are skipped, so versions add new files.
+fn system_files(seed: u64, bytes: u64) -> Vec<PathBuf> {
     let mut all = Vec::new();
-    for root in ["/usr/lib", "/usr/share", "/usr/bin", "/usr/libexec", "/usr/sbin"] {
+    for root in [
+        "/usr/lib",
+        "/usr/share",
+        "/usr/bin",
+        "/usr/libexec",
+        "/usr/sbin",
+    ] {
         walk(Path::new(root), &mut all);
     }
-    all.sort();
+    let key = |p: &Path| {
+        let mut h = blake3::Hasher::new();
+        h.update(&seed.to_le_bytes());
+        h.update(p.as_os_str().as_encoded_bytes());
+        *h.finalize().as_bytes()
+    };
+    all.sort_by_cached_key(|(p, _)| key(p));
+    // Files up to 1 MiB, and never past `bytes`: a version changes about
+    // what it says, not one huge file more.
     let (mut seen, mut picked) = (0u64, Vec::new());
     for (path, len) in all {
-        if seen >= skip + bytes {
+        if len > (1 << 20) || seen + len > bytes {
+            continue;
+        }
+        picked.push(path);
+        seen += len;
+        if seen + 4096 > bytes {
             break;
         }
-        if seen >= skip {
-            picked.push(path);
-        }
-        seen += len;
     }
     picked
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
-        let Ok(meta) = fs::symlink_metadata(e.path()) else { continue };
+        let Ok(meta) = fs::symlink_metadata(e.path()) else {
+            continue;
+        };
         if meta.is_dir() {
             walk(&e.path(), out);
         } else if meta.is_file() && meta.len() > 0 && meta.len() < (64 << 20) {
@@ -61,8 +82,8 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
     }
 }
 
-/// An ext4 image of `size` bytes holding about `fill` bytes of real files.
-/// Made once and cached.
+/// An ext4 image of `size` bytes holding about `fill` bytes of real files
+/// (picked with seed 0). Made once and cached.
 pub fn ext4_image(name: &str, size: u64, fill: u64) -> io::Result<PathBuf> {
     let path = data_dir().join(format!("{name}.img"));
     if path.exists() {
@@ -70,7 +91,10 @@ pub fn ext4_image(name: &str, size: u64, fill: u64) -> io::Result<PathBuf> {
     }
     let tree = tempfile::tempdir()?;
     for (i, f) in system_files(0, fill).iter().enumerate() {
-        let dst = tree.path().join(format!("d{:03}", i / 500)).join(format!("{i:06}"));
+        let dst = tree
+            .path()
+            .join(format!("d{:03}", i / 500))
+            .join(format!("{i:06}"));
         fs::create_dir_all(dst.parent().unwrap_or(tree.path()))?;
         if fs::copy(f, &dst).is_err() {
             continue;
@@ -81,7 +105,13 @@ pub fn ext4_image(name: &str, size: u64, fill: u64) -> io::Result<PathBuf> {
     file.set_len(size)?;
     drop(file);
     run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard", "-U"])
+        .args([
+            "-q",
+            "-F",
+            "-E",
+            "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+            "-U",
+        ])
         .arg("6e1a1b7e-0000-4000-8000-000000000001")
         .args(["-d"])
         .arg(tree.path())
@@ -97,7 +127,7 @@ pub fn ext4_image(name: &str, size: u64, fill: u64) -> io::Result<PathBuf> {
 pub fn add_file(image: &Path, generation: u32, bytes: u64) -> io::Result<()> {
     let mut blob = tempfile::NamedTempFile::new()?;
     let mut written = 0u64;
-    for f in system_files((1 << 30) + u64::from(generation) * bytes, bytes) {
+    for f in system_files(u64::from(generation) + 1000, bytes) {
         let data = fs::read(f)?;
         blob.write_all(&data)?;
         written += data.len() as u64;
@@ -115,7 +145,11 @@ pub fn dir_bytes(dir: &Path) -> u64 {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             let Ok(meta) = e.metadata() else { continue };
-            total += if meta.is_dir() { dir_bytes(&e.path()) } else { meta.len() };
+            total += if meta.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                meta.len()
+            };
         }
     }
     total

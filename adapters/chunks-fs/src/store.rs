@@ -6,7 +6,7 @@ use std::io::{self, ErrorKind as IoKind, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use baas_core::content::ChunkHash;
@@ -34,6 +34,13 @@ pub struct FsChunkStore {
     dirty: Box<[AtomicBool]>,
     /// A fan-out directory was created since the last `sync`.
     root_dirty: AtomicBool,
+    /// Chunks written to `tmp/` by `put` and not yet made durable and
+    /// visible by `sync`.
+    staged: Mutex<Vec<(PathBuf, ChunkHash)>>,
+    /// Held for a whole `sync`: a `sync` that returns has seen every chunk
+    /// staged before it was called installed, even those another thread's
+    /// concurrent `sync` took.
+    sync_lock: Mutex<()>,
     /// How long a file may sit in `tmp/` before a sweep deems it abandoned.
     pub(crate) stale_age: Duration,
     /// Test-only pauses inside the race-sensitive steps.
@@ -66,6 +73,10 @@ impl Hooks {
         }
     }
 }
+
+/// Above this many staged chunks, `sync` writes them back with one
+/// `syncfs` instead of one fsync each.
+const SYNCFS_THRESHOLD: usize = 32;
 
 /// Default of [`FsChunkStore::with_stale_age`].
 const DEFAULT_STALE_AGE: Duration = Duration::from_secs(60);
@@ -108,6 +119,8 @@ impl FsChunkStore {
             clock,
             dirty: (0..256).map(|_| AtomicBool::new(false)).collect(),
             root_dirty: AtomicBool::new(false),
+            staged: Mutex::new(Vec::new()),
+            sync_lock: Mutex::new(()),
             stale_age: DEFAULT_STALE_AGE,
             #[cfg(test)]
             hooks: Hooks::default(),
@@ -154,6 +167,32 @@ impl FsChunkStore {
         }
     }
 
+    /// Makes staged chunk files durable, then renames them into place. One
+    /// `syncfs` writes a large batch back in one go (a journal commit per
+    /// file would dominate an import); small batches fsync file by file.
+    fn install_staged(&self, staged: &[(PathBuf, ChunkHash)]) -> Result<()> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let flush_failed =
+            |e: io::Error| io_unavailable("making staged chunks durable failed".to_string(), e);
+        if staged.len() > SYNCFS_THRESHOLD {
+            let root = File::open(self.layout.root()).map_err(flush_failed)?;
+            rustix::fs::syncfs(&root).map_err(|e| flush_failed(e.into()))?;
+        } else {
+            for (temp, _) in staged {
+                File::open(temp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(flush_failed)?;
+            }
+        }
+        for (temp, hash) in staged {
+            self.install(temp, hash)
+                .map_err(|e| io_unavailable(format!("storing chunk {hash} failed"), e))?;
+        }
+        Ok(())
+    }
+
     /// Renames `from` into place as `hash`, creating the fan-out directory
     /// if it does not exist yet; marks the directory for the next `sync`.
     pub(crate) fn install(&self, from: &Path, hash: &ChunkHash) -> io::Result<()> {
@@ -173,8 +212,9 @@ impl FsChunkStore {
         Ok(())
     }
 
-    /// Writes `frame` to a new temp file, stamped and fsynced; returns its
-    /// path. On failure nothing is left behind.
+    /// Writes `frame` to a new temp file, stamped (not yet fsynced: `sync`
+    /// does that for every staged chunk at once); returns its path. On
+    /// failure nothing is left behind.
     fn write_temp(&self, frame: &[u8]) -> io::Result<PathBuf> {
         let (path, mut file) = loop {
             let path = self.layout.put_temp_path();
@@ -187,8 +227,7 @@ impl FsChunkStore {
         };
         let written = (|| {
             file.write_all(frame)?;
-            file.set_modified(self.now())?;
-            file.sync_all()
+            file.set_modified(self.now())
         })();
         drop(file);
         match written {
@@ -389,10 +428,10 @@ impl ChunkStore for FsChunkStore {
         }
         let failed = |e| io_unavailable(format!("storing chunk {hash} failed"), e);
         let temp = self.write_temp(frame).map_err(failed)?;
-        if let Err(e) = self.install(&temp, hash) {
-            let _ = fs::remove_file(&temp);
-            return Err(failed(e));
-        }
+        self.staged
+            .lock()
+            .map_err(|_| Error::internal("chunk store lock poisoned"))?
+            .push((temp, *hash));
         Ok(Put::New(frame.len() as u64))
     }
 
@@ -440,6 +479,24 @@ impl ChunkStore for FsChunkStore {
     }
 
     fn sync(&self) -> Result<()> {
+        let _one_at_a_time = self
+            .sync_lock
+            .lock()
+            .map_err(|_| Error::internal("chunk store lock poisoned"))?;
+        let staged = std::mem::take(
+            &mut *self
+                .staged
+                .lock()
+                .map_err(|_| Error::internal("chunk store lock poisoned"))?,
+        );
+        if let Err(e) = self.install_staged(&staged) {
+            // Keep what is still in tmp/ for the next sync.
+            let left: Vec<_> = staged.into_iter().filter(|(p, _)| p.exists()).collect();
+            if let Ok(mut s) = self.staged.lock() {
+                s.extend(left);
+            }
+            return Err(e);
+        }
         if self.root_dirty.swap(false, Ordering::AcqRel) {
             if let Err(e) = fsync_dir(self.layout.root()) {
                 self.root_dirty.store(true, Ordering::Release);

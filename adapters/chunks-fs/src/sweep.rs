@@ -223,6 +223,7 @@ mod tests {
     fn old_chunk(store: &FsChunkStore, seed: u8) -> ChunkHash {
         let h = ChunkHash::of(&[seed; 100]);
         store.put(&h, &[0, seed]).expect("put");
+        store.sync().expect("sync");
         let path = store.layout.chunk_path(&h);
         let old = SystemTime::now() - Duration::from_secs(3600);
         File::open(path)

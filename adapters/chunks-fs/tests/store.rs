@@ -127,6 +127,7 @@ fn put_of_an_existing_chunk_refreshes_it_without_rewriting() {
     let store = FsChunkStore::open(dir.path()).expect("open");
     let (h, f) = chunk(2, 5000);
     store.put(&h, &f).expect("put");
+    store.sync().expect("sync");
     let path = chunk_path(dir.path(), &h);
     set_mtime(&path, an_hour_ago());
     let before = SystemTime::now() - Duration::from_secs(1);
@@ -148,6 +149,7 @@ fn touch_refreshes_present_chunks_and_never_creates() {
         .expect("fan-out")
         .exists());
     store.put(&h, &f).expect("put");
+    store.sync().expect("sync");
     let path = chunk_path(dir.path(), &h);
     set_mtime(&path, an_hour_ago());
     let before = SystemTime::now() - Duration::from_secs(1);
@@ -168,6 +170,7 @@ fn sweep_removes_only_old_unreferenced_chunks_and_counts() {
         .collect();
     for (h, f) in &chunks {
         store.put(h, f).expect("put");
+        store.sync().expect("sync");
     }
     // 0..3 old and referenced, 3..5 old and unreferenced, 5 recent and
     // unreferenced, 6 recent and referenced.
@@ -219,6 +222,7 @@ fn touch_racing_a_sweep_never_loses_a_chunk_it_reported() {
     for round in 0..3 {
         for (h, f) in &chunks {
             store.put(h, f).expect("put");
+            store.sync().expect("sync");
             set_mtime(&chunk_path(dir.path(), h), an_hour_ago());
         }
         let cutoff = now_ms();
@@ -277,6 +281,7 @@ fn an_import_racing_a_sweep_ends_with_every_chunk_present() {
     let chunks: Vec<_> = (0..1500).map(|i| chunk(20_000 + i, 64)).collect();
     for (h, f) in &chunks {
         store.put(h, f).expect("put");
+        store.sync().expect("sync");
         set_mtime(&chunk_path(dir.path(), h), an_hour_ago());
     }
     let cutoff = now_ms();
@@ -288,6 +293,7 @@ fn an_import_racing_a_sweep_ends_with_every_chunk_present() {
                 for (h, f) in half {
                     if !store.touch(h).expect("touch") {
                         store.put(h, f).expect("put");
+                        store.sync().expect("sync");
                     }
                 }
             });
@@ -310,6 +316,7 @@ fn leftovers_of_a_crashed_put_are_ignored_then_cleaned() {
         .with_stale_age(Duration::ZERO);
     let (h, f) = chunk(4, 3000);
     store.put(&h, &f).expect("put");
+    store.sync().expect("sync");
     let half = dir.path().join("tmp/put-4242-00000000deadbeef-7.tmp");
     fs::write(&half, &f[..100]).expect("write");
     set_mtime(&half, an_hour_ago());
@@ -372,7 +379,9 @@ fn a_chunk_an_interrupted_sweep_took_out_is_put_back() {
     let (a, fa) = chunk(5, 2000);
     let (b, fb) = chunk(6, 2000);
     store.put(&a, &fa).expect("put");
+    store.sync().expect("sync");
     store.put(&b, &fb).expect("put");
+    store.sync().expect("sync");
     // A sweep renamed them out and died before deciding.
     let out_a = dir
         .path()
@@ -402,6 +411,7 @@ fn two_instances_share_one_directory() {
     let b = FsChunkStore::open(dir.path()).expect("open b");
     let (h, f) = chunk(7, 4000);
     assert!(matches!(a.put(&h, &f).expect("put"), Put::New(_)));
+    a.sync().expect("sync");
     assert_eq!(b.get(&h).expect("get"), f);
     assert_eq!(b.put(&h, &f).expect("put"), Put::Existing);
     set_mtime(&chunk_path(dir.path(), &h), an_hour_ago());
@@ -419,6 +429,7 @@ fn two_instances_share_one_directory() {
             s.spawn(move || {
                 for (h, f) in &chunks[range] {
                     store.put(h, f).expect("put");
+                    store.sync().expect("sync");
                 }
                 store.sync().expect("sync");
             });
@@ -438,6 +449,7 @@ fn damaged_chunk_files_are_internal_errors() {
     let store = FsChunkStore::open(dir.path()).expect("open");
     let (h, f) = chunk(8, 1000);
     store.put(&h, &f).expect("put");
+    store.sync().expect("sync");
     File::create(chunk_path(dir.path(), &h)).expect("truncate");
     let e = store.get(&h).expect_err("empty");
     assert_eq!(e.kind(), ErrorKind::Internal);
@@ -508,6 +520,9 @@ fn a_full_disk_is_a_clear_error_and_recovers_after_a_sweep() {
         err.message()
     );
     assert!(err.message().contains("no space left"), "{}", err.message());
+    // The chunks staged before the disk filled up are installed by the next
+    // sync (renames need no space); the failed put left nothing behind.
+    store.sync().expect("sync installs what was staged");
     assert!(
         tmp_entries(fs.dir.path()).is_empty(),
         "the failed put cleaned up"
@@ -584,6 +599,7 @@ proptest! {
                     let want = if model.contains_key(&i) { Put::Existing } else { Put::New(f.len() as u64) };
                     model.insert(i, now);
                     prop_assert_eq!(store.put(h, f).expect("put"), want);
+                    store.sync().expect("sync");
                 }
                 Op::Touch(i) => {
                     let present = model.get_mut(&i).map(|t| *t = now).is_some();

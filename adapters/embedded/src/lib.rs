@@ -60,11 +60,21 @@ pub fn open_data_dir(dir: impl AsRef<Path>) -> Result<Baas> {
 /// The ports `options` describe, without the services on top.
 pub fn open_ports(options: &Options) -> Result<Ports> {
     std::fs::create_dir_all(&options.data_dir).map_err(|e| {
-        Error::unavailable(format!("cannot create data directory {}", options.data_dir.display())).with_source(e)
+        Error::unavailable(format!(
+            "cannot create data directory {}",
+            options.data_dir.display()
+        ))
+        .with_source(e)
     })?;
-    let url = options.database_url.clone().unwrap_or_else(|| options.default_database_url());
+    let url = options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| options.default_database_url());
     let store = Arc::new(baas_store_diesel::open(&url, options.pool_size)?);
-    let chunk_dir = options.chunk_dir.clone().unwrap_or_else(|| options.data_dir.join("chunks"));
+    let chunk_dir = options
+        .chunk_dir
+        .clone()
+        .unwrap_or_else(|| options.data_dir.join("chunks"));
     let chunks = Arc::new(FsChunkStore::open(&chunk_dir)?);
     Ok(Ports {
         meta: store.clone(),

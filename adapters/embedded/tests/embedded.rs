@@ -44,9 +44,15 @@ fn a_data_directory_is_created_and_reopened_with_its_data() {
     let dir = parent.path().join("new").join("baas-data");
     let (version, image) = {
         let baas = baas_embedded::open_data_dir(&dir).expect("open creates the directory");
-        let (admin, secret) = baas.bootstrap_admin("admin").expect("bootstrap").expect("fresh");
+        let (admin, secret) = baas
+            .bootstrap_admin("admin")
+            .expect("bootstrap")
+            .expect("fresh");
         assert!(baas.bootstrap_admin("admin").expect("second").is_none());
-        assert_eq!(baas.authenticate(&secret).expect("token"), Actor::user(&admin));
+        assert_eq!(
+            baas.authenticate(&secret).expect("token"),
+            Actor::user(&admin)
+        );
         let (img, _) = baas
             .create_image(
                 &Actor::user(&admin),
@@ -61,7 +67,12 @@ fn a_data_directory_is_created_and_reopened_with_its_data() {
             )
             .expect("image");
         let v = baas
-            .import_version(&Actor::System, img.id, &mut Cursor::new(vec![7u8; 300_000]), ImportOptions::default())
+            .import_version(
+                &Actor::System,
+                img.id,
+                &mut Cursor::new(vec![7u8; 300_000]),
+                ImportOptions::default(),
+            )
             .expect("import");
         (v, img.id)
     };
@@ -74,14 +85,22 @@ fn a_data_directory_is_created_and_reopened_with_its_data() {
         .read_to_end(&mut back)
         .expect("read");
     assert_eq!(back, vec![7u8; 300_000]);
-    assert_eq!(baas.get_version(&Actor::System, image, VersionRef::Latest).expect("v").root, version.root);
+    assert_eq!(
+        baas.get_version(&Actor::System, image, VersionRef::Latest)
+            .expect("v")
+            .root,
+        version.root
+    );
 }
 
 #[test]
 fn a_mistyped_database_url_creates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("typo.db");
-    for url in [format!("sqlte://{}", file.display()), file.display().to_string()] {
+    for url in [
+        format!("sqlte://{}", file.display()),
+        file.display().to_string(),
+    ] {
         let options = Options {
             database_url: Some(url.clone()),
             ..Options::data_dir(dir.path().join("data"))

@@ -9,7 +9,10 @@
 //! discard), plain zero writes as the fallback, so a disk region the image
 //! holds as zeros never costs a transfer and rarely costs a write.
 
-#![allow(unsafe_code, reason = "memory-mapped I/O needs raw pointers; see the SAFETY comments")]
+#![allow(
+    unsafe_code,
+    reason = "memory-mapped I/O needs raw pointers; see the SAFETY comments"
+)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -63,7 +66,10 @@ impl MmapBlockDevice {
             .read(true)
             .write(true)
             .open(&path)
-            .map_err(io_err(format!("cannot open {} for writing", path.display())))?;
+            .map_err(io_err(format!(
+                "cannot open {} for writing",
+                path.display()
+            )))?;
         let meta = file
             .metadata()
             .map_err(io_err(format!("cannot stat {}", path.display())))?;
@@ -76,11 +82,17 @@ impl MmapBlockDevice {
         } else {
             return Err(Error::invalid(
                 "device",
-                format!("{} is neither a block device nor a regular file", path.display()),
+                format!(
+                    "{} is neither a block device nor a regular file",
+                    path.display()
+                ),
             ));
         };
         if size == 0 {
-            return Err(Error::invalid("device", format!("{} is empty", path.display())));
+            return Err(Error::invalid(
+                "device",
+                format!("{} is empty", path.display()),
+            ));
         }
         let block_size = if is_block_device {
             rustix::fs::ioctl_blksszget(&file).unwrap_or(512)
@@ -90,7 +102,10 @@ impl MmapBlockDevice {
         // SAFETY-relevant: the mapping is shared with the file; see `copy_in`
         // and `copy_out` for why accesses through it are sound.
         let map = MmapOptions::new()
-            .len(usize::try_from(size).map_err(|_| Error::invalid("device", "too large for this address space"))?)
+            .len(
+                usize::try_from(size)
+                    .map_err(|_| Error::invalid("device", "too large for this address space"))?,
+            )
             .map_raw(&file)
             .map_err(io_err(format!("cannot map {}", path.display())))?;
         Ok(MmapBlockDevice {
@@ -150,7 +165,10 @@ impl MmapBlockDevice {
             // pointer `Setter` passes, which points at `range`, alive for the
             // call; the fd is open.
             let ok = unsafe {
-                rustix::ioctl::ioctl(&self.file, rustix::ioctl::Setter::<{ BLKZEROOUT }, [u64; 2]>::new(range))
+                rustix::ioctl::ioctl(
+                    &self.file,
+                    rustix::ioctl::Setter::<{ BLKZEROOUT }, [u64; 2]>::new(range),
+                )
             };
             Ok(ok.is_ok())
         } else {
@@ -171,24 +189,34 @@ impl BlockDevice for MmapBlockDevice {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let at = self.check(offset, buf.len() as u64)?;
-        let _shared = self.lock.read().map_err(|_| Error::internal("device lock poisoned"))?;
+        let _shared = self
+            .lock
+            .read()
+            .map_err(|_| Error::internal("device lock poisoned"))?;
         // SAFETY: `check` proved `at + buf.len() <= size`, the mapping's
         // length, so the source range is inside the mapping; `buf` is a
         // distinct, valid destination. No writer of ours runs concurrently
         // (the lock), and the caller owns the device (see `open`), so the
         // bytes are not changed under us.
-        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(at), buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(at), buf.as_mut_ptr(), buf.len())
+        };
         Ok(())
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         let at = self.check(offset, data.len() as u64)?;
-        let _exclusive = self.lock.write().map_err(|_| Error::internal("device lock poisoned"))?;
+        let _exclusive = self
+            .lock
+            .write()
+            .map_err(|_| Error::internal("device lock poisoned"))?;
         // SAFETY: as in `read_at`, the destination range is inside the
         // mapping (checked), `data` does not overlap it (it is our caller's
         // buffer, not the mapping), and the write lock excludes every other
         // access of ours for the duration of the copy.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(at), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(at), data.len())
+        };
         Ok(())
     }
 
@@ -208,7 +236,10 @@ impl BlockDevice for MmapBlockDevice {
         self.write_zeros(offset, start - offset)?;
         self.write_zeros(end, offset + len - end)?;
         let native = {
-            let _exclusive = self.lock.write().map_err(|_| Error::internal("device lock poisoned"))?;
+            let _exclusive = self
+                .lock
+                .write()
+                .map_err(|_| Error::internal("device lock poisoned"))?;
             self.zero_natively(start, end - start)?
         };
         if !native {

@@ -14,8 +14,12 @@ const SIZE: u64 = 16 << 20;
 fn sparse_file() -> BlockSubject {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("disk.img");
-    std::fs::File::create(&path).and_then(|f| f.set_len(SIZE)).expect("sparse file");
-    let open = move |p: &PathBuf| -> Arc<dyn BlockDevice> { Arc::new(MmapBlockDevice::open(p).expect("open")) };
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(SIZE))
+        .expect("sparse file");
+    let open = move |p: &PathBuf| -> Arc<dyn BlockDevice> {
+        Arc::new(MmapBlockDevice::open(p).expect("open"))
+    };
     let reopen_path = path.clone();
     BlockSubject {
         device: open(&path),
@@ -46,26 +50,44 @@ fn is_root() -> bool {
 
 fn loop_device() -> Option<BlockSubject> {
     if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root and must test a loop device");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root and must test a loop device"
+        );
         eprintln!("NOTE: not root, so the loop-device conformance run is skipped");
         return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("loop.img");
-    std::fs::File::create(&path).and_then(|f| f.set_len(SIZE)).expect("backing file");
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(SIZE))
+        .expect("backing file");
     let out = Command::new("losetup")
         .args(["--find", "--show"])
         .arg(&path)
         .output()
         .expect("losetup runs");
-    assert!(out.status.success(), "losetup failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "losetup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let guard = Loop { device: device.clone(), _dir: dir };
+    let guard = Loop {
+        device: device.clone(),
+        _dir: dir,
+    };
     let dev = device.clone();
-    let open = move || -> Arc<dyn BlockDevice> { Arc::new(MmapBlockDevice::open(&dev).expect("open loop device")) };
+    let open = move || -> Arc<dyn BlockDevice> {
+        Arc::new(MmapBlockDevice::open(&dev).expect("open loop device"))
+    };
     let first = open();
     assert!(format!("{first:?}").contains("is_block_device: true"));
-    Some(BlockSubject { device: first, reopen: Box::new(open), guard: Box::new(guard) })
+    Some(BlockSubject {
+        device: first,
+        reopen: Box::new(open),
+        guard: Box::new(guard),
+    })
 }
 
 mod sparse_file {
@@ -85,7 +107,14 @@ mod loop_device {
             }
         )*};
     }
-    on_loop!(geometry, write_then_read, out_of_range_is_invalid, zero_range_zeroes_exactly, flushed_writes_persist, concurrent_disjoint_writes);
+    on_loop!(
+        geometry,
+        write_then_read,
+        out_of_range_is_invalid,
+        zero_range_zeroes_exactly,
+        flushed_writes_persist,
+        concurrent_disjoint_writes
+    );
 }
 
 #[test]
@@ -96,13 +125,20 @@ fn zeroing_a_file_punches_holes() {
     s.device.write_at(0, &data).expect("write");
     s.device.flush().expect("flush");
     let path = format!("{:?}", s.device);
-    let path = path.split('"').nth(1).expect("path in debug output").to_string();
+    let path = path
+        .split('"')
+        .nth(1)
+        .expect("path in debug output")
+        .to_string();
     let allocated = |p: &str| std::fs::metadata(p).expect("stat").blocks() * 512;
     let before = allocated(&path);
     s.device.zero_range(0, 8 << 20).expect("zero");
     s.device.flush().expect("flush");
     let after = allocated(&path);
-    assert!(after + (7 << 20) <= before, "holes punched: {before} -> {after} bytes allocated");
+    assert!(
+        after + (7 << 20) <= before,
+        "holes punched: {before} -> {after} bytes allocated"
+    );
     let mut buf = vec![1u8; 8 << 20];
     s.device.read_at(0, &mut buf).expect("read");
     assert!(buf.iter().all(|b| *b == 0));

@@ -31,6 +31,7 @@ pub fn put_get_round_trip(s: &ChunkSubject) {
     for (seed, len) in [(1u8, 1usize), (2, 4096), (3, 65536), (4, 1 << 20)] {
         let (h, f) = chunk(seed, len);
         assert_eq!(s.store.put(&h, &f).expect("put"), Put::New(f.len() as u64));
+        s.store.sync().expect("sync");
         assert_eq!(s.store.get(&h).expect("get"), f);
     }
     s.store.sync().expect("sync");
@@ -40,6 +41,7 @@ pub fn put_get_round_trip(s: &ChunkSubject) {
 pub fn put_is_idempotent(s: &ChunkSubject) {
     let (h, f) = chunk(5, 10_000);
     assert!(matches!(s.store.put(&h, &f).expect("put"), Put::New(_)));
+    s.store.sync().expect("sync");
     assert_eq!(s.store.put(&h, &f).expect("put"), Put::Existing);
     assert_eq!(s.store.get(&h).expect("get"), f);
 }
@@ -63,6 +65,7 @@ pub fn touch_and_contains(s: &ChunkSubject) {
         "touch must not create"
     );
     s.store.put(&h, &f).expect("put");
+    s.store.sync().expect("sync");
     assert!(s.store.touch(&h).expect("touch"));
     assert!(s.store.contains(&h).expect("contains"));
 }
@@ -73,11 +76,13 @@ pub fn sweep_keeps_referenced_and_recent(s: &ChunkSubject) {
     let (orphan, of) = chunk(9, 1000);
     s.store.put(&kept, &kf).expect("put");
     s.store.put(&orphan, &of).expect("put");
+    s.store.sync().expect("sync");
     pause();
     let cutoff = (s.now)();
     pause();
     let (young, yf) = chunk(10, 1000);
     s.store.put(&young, &yf).expect("put");
+    s.store.sync().expect("sync");
     let stats = s.store.sweep(&|h| *h == kept, cutoff).expect("sweep");
     assert!(stats.removed >= 1);
     assert!(stats.kept_recent >= 1);
@@ -100,6 +105,7 @@ pub fn sweep_keeps_referenced_and_recent(s: &ChunkSubject) {
 pub fn touched_chunks_survive_sweep(s: &ChunkSubject) {
     let (h, f) = chunk(11, 1000);
     s.store.put(&h, &f).expect("put");
+    s.store.sync().expect("sync");
     pause();
     let cutoff = (s.now)();
     pause();
@@ -120,10 +126,32 @@ pub fn usage_counts_frames(s: &ChunkSubject) {
     let before = s.store.usage().expect("usage");
     let (h, f) = chunk(12, 3000);
     s.store.put(&h, &f).expect("put");
+    s.store.sync().expect("sync");
     s.store.put(&h, &f).expect("put");
+    s.store.sync().expect("sync");
     let after = s.store.usage().expect("usage");
     assert_eq!(after.chunks, before.chunks + 1);
     assert_eq!(after.bytes, before.bytes + f.len() as u64);
+}
+
+/// A put chunk is visible after `sync`, even when another thread's
+/// concurrent `sync` installed it.
+pub fn sync_makes_puts_visible(s: &ChunkSubject) {
+    let chunks: Vec<_> = (0..64u8).map(|i| chunk(i.wrapping_add(50), 5000)).collect();
+    let store = &*s.store;
+    std::thread::scope(|sc| {
+        for part in chunks.chunks(16) {
+            sc.spawn(move || {
+                for (h, f) in part {
+                    store.put(h, f).expect("put");
+                }
+                store.sync().expect("sync");
+                for (h, f) in part {
+                    assert_eq!(store.get(h).expect("visible after sync"), *f);
+                }
+            });
+        }
+    });
 }
 
 /// Many threads putting the same chunk at once leave one intact copy.

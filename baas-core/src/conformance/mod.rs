@@ -173,7 +173,7 @@ macro_rules! chunk_store_conformance {
         $crate::__conformance_cases!($make, chunks:
             put_get_round_trip, put_is_idempotent, missing_chunk_is_not_found, touch_and_contains,
             sweep_keeps_referenced_and_recent, touched_chunks_survive_sweep, usage_counts_frames,
-            concurrent_puts_of_one_chunk);
+            concurrent_puts_of_one_chunk, sync_makes_puts_visible);
     };
 }
 

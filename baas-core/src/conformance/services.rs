@@ -354,6 +354,7 @@ pub fn corrupted_chunk_is_an_error(s: &ServicesSubject) {
     s.0.chunks
         .put(&h, &encode_frame(&evil, 1).expect("frame"))
         .expect("plant");
+    s.0.chunks.sync().expect("sync");
     let v = import(&b, &p.alice, img.id, &good);
     let mut r = b
         .open_version(&p.alice, img.id, VersionRef::Number(v.number))

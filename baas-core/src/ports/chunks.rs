@@ -40,8 +40,12 @@ pub struct Usage {
 /// their decoded bytes.
 ///
 /// Contract, checked by `baas_core::conformance::chunk_store`:
-/// - `put` is idempotent and durable once [`ChunkStore::sync`] returns: a
-///   chunk is either absent or complete under its name, never partial.
+/// - `put` is idempotent. A put chunk is durable and visible (to `get`,
+///   `touch`, `contains`) once a later [`ChunkStore::sync`] returns; an
+///   adapter may make it visible earlier (the filesystem store stages
+///   chunks and installs a whole batch at `sync`, so durability costs one
+///   flush per batch, not one per chunk). A chunk is either absent or
+///   complete under its name, never partial.
 /// - `touch` and `put` of an existing chunk refresh its timestamp; `sweep`
 ///   never removes a chunk whose timestamp is at or after `cutoff`, even if
 ///   `touch` races with the sweep.
@@ -59,7 +63,8 @@ pub trait ChunkStore: Send + Sync + std::fmt::Debug {
     /// The frame stored under `hash`.
     fn get(&self, hash: &ChunkHash) -> Result<Vec<u8>>;
 
-    /// Makes every completed `put` durable (directory entries included).
+    /// Makes every `put` that returned before this call durable and
+    /// visible (directory entries included).
     fn sync(&self) -> Result<()>;
 
     /// Removes every chunk for which `keep` is false and whose timestamp is

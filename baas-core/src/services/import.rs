@@ -16,10 +16,14 @@ use std::sync::Mutex;
 
 use super::policy::{check_user, check_write_image};
 use super::{Actor, Baas};
-use crate::content::{decode_frame, encode_frame, is_zero, ChunkHash, Manifest, CHUNK_SIZE};
+use crate::content::{decode_frame, is_zero, ChunkHash, FrameEncoder, Manifest, CHUNK_SIZE};
 use crate::model::*;
 use crate::ports::{Put, UploadSession};
 use crate::{Error, ErrorKind, Result};
+
+/// An import makes its chunks durable and visible every this many chunks
+/// (64 MiB of input), and once more before committing.
+const SYNC_EVERY: usize = 1024;
 
 /// Options of an import.
 #[derive(Debug, Clone, Default)]
@@ -108,6 +112,7 @@ impl Baas {
         &self,
         data: &[u8],
         seen: &Mutex<HashSet<ChunkHash>>,
+        encoder: &mut FrameEncoder,
     ) -> Result<(Option<ChunkHash>, u64)> {
         if is_zero(data) {
             return Ok((None, 0));
@@ -120,7 +125,7 @@ impl Baas {
         if !first || self.chunks.touch(&hash)? {
             return Ok((Some(hash), 0));
         }
-        let frame = encode_frame(data, self.config.compression_level)?;
+        let frame = encoder.encode(data)?;
         match self.chunks.put(&hash, &frame)? {
             Put::New(n) => Ok((Some(hash), n)),
             Put::Existing => Ok((Some(hash), 0)),
@@ -149,23 +154,34 @@ impl Baas {
             for _ in 0..workers {
                 let done_tx = done_tx.clone();
                 let (work_rx, seen, failed) = (&work_rx, &seen, &failed);
-                s.spawn(move || loop {
-                    let next = match work_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
+                let level = self.config.compression_level;
+                s.spawn(move || {
+                    let mut encoder = match FrameEncoder::new(level) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            let _ = done_tx.send(Err(e));
+                            return;
+                        }
                     };
-                    let Ok((index, buf)) = next else { return };
-                    if failed.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    let r = self
-                        .store_chunk(&buf, seen)
-                        .map(|(h, added)| (index, h, added, buf));
-                    if r.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    if done_tx.send(r).is_err() {
-                        return;
+                    loop {
+                        let next = match work_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((index, buf)) = next else { return };
+                        if failed.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        let r = self
+                            .store_chunk(&buf, seen, &mut encoder)
+                            .map(|(h, added)| (index, h, added, buf));
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        if done_tx.send(r).is_err() {
+                            return;
+                        }
                     }
                 });
             }
@@ -218,6 +234,11 @@ impl Baas {
                     return Err(Error::internal("import workers stopped"));
                 }
                 index += 1;
+                if index % SYNC_EVERY == 0 {
+                    // Bound what the chunk store holds staged, and let
+                    // concurrent imports see these chunks.
+                    self.chunks.sync()?;
+                }
                 if index % 1024 == 0 {
                     let now = self.clock.now();
                     if now.millis() - last_touch.millis() > 30_000 {
@@ -410,6 +431,7 @@ impl Baas {
             ));
         }
         let put = self.chunks.put(&hash, frame)?;
+        self.chunks.sync()?;
         let added = match put {
             Put::New(n) => n,
             Put::Existing => 0,
