@@ -5,6 +5,7 @@
 //! shells call services off their reactor. `PowerControl` is async because
 //! its calls wait on remote machines.
 
+pub mod agent_link;
 pub mod block;
 pub mod chunks;
 pub mod metadata;
@@ -12,6 +13,7 @@ pub mod power;
 pub mod queue;
 pub mod system;
 
+pub use agent_link::{AgentLink, MAX_CHUNKS_PER_CALL};
 pub use block::BlockDevice;
 pub use chunks::{ChunkStore, Put, SweepStats, Usage};
 pub use metadata::{ImageFilter, MetadataStore, UploadSession};

@@ -339,7 +339,7 @@ impl Baas {
         let mine = match actor {
             Actor::System => true,
             Actor::User { id, role, .. } => *id == session.created_by || *role == Role::Admin,
-            Actor::Agent { .. } => false,
+            Actor::Agent { .. } => self.agent_owns_capture(actor, &session)?,
         };
         if !mine {
             return Err(Error::not_found(format!("upload {id}")));
@@ -347,7 +347,7 @@ impl Baas {
         Ok(session)
     }
 
-    fn missing_of(&self, manifest: &Manifest) -> Result<Vec<ChunkHash>> {
+    pub(crate) fn missing_of(&self, manifest: &Manifest) -> Result<Vec<ChunkHash>> {
         let mut missing = Vec::new();
         for h in manifest.distinct_chunks() {
             if !self.chunks.touch(&h)? {

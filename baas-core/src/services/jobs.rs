@@ -229,7 +229,7 @@ impl Baas {
         self.queue.take_next(machine, self.clock.now())
     }
 
-    fn agent_job(&self, actor: &Actor, id: JobId) -> Result<Job> {
+    pub(crate) fn agent_job(&self, actor: &Actor, id: JobId) -> Result<Job> {
         let job = self
             .queue
             .job(id)?

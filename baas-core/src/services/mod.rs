@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::model::*;
 use crate::ports::*;
 
+mod agent;
 mod auth;
 mod export;
 mod gc;
@@ -18,6 +19,7 @@ pub mod policy;
 mod setups;
 mod users;
 
+pub use agent::LocalAgentLink;
 pub use auth::Actor;
 pub use export::VersionReader;
 pub use gc::GcReport;

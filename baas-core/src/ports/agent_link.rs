@@ -1,0 +1,60 @@
+//! The agent's view of the server: everything the management OS asks of
+//! BAAS during a boot. The HTTP adapter (`adapters/client-http`) implements
+//! it over the agent endpoints; `services::LocalAgentLink` implements it
+//! in-process over the same services (tests, embedded use).
+
+use crate::content::{ChunkHash, Manifest};
+use crate::model::*;
+use crate::Result;
+
+/// Most chunk frames one `chunks` or `upload_chunks` call carries.
+pub const MAX_CHUNKS_PER_CALL: usize = 256;
+
+/// The calls an agent makes, always as the one machine its credential is
+/// for. Implementations bound every call in time; the agent retries
+/// `Unavailable` errors with backoff.
+pub trait AgentLink: Send + Sync + std::fmt::Debug {
+    /// Records what the machine has (disks, NICs, memory, CPU); returns the
+    /// machine's record.
+    fn report_inventory(&self, inventory: &Inventory) -> Result<Machine>;
+
+    /// The job to work on now, waiting up to `wait_ms` for one to be
+    /// queued (long poll); `None` when there is still none.
+    fn next_job(&self, wait_ms: u64) -> Result<Option<Job>>;
+
+    /// The manifest of entry `entry` (0-based) of `job`.
+    fn manifest(&self, job: JobId, entry: usize) -> Result<Manifest>;
+
+    /// The stored frames of `hashes` (at most [`MAX_CHUNKS_PER_CALL`]),
+    /// which must all be in entry `entry`'s manifest, in order. The caller
+    /// verifies each frame against its hash.
+    fn chunks(&self, job: JobId, entry: usize, hashes: &[ChunkHash]) -> Result<Vec<Vec<u8>>>;
+
+    /// Starts capturing the disk of entry `entry` of `job` as a new version
+    /// of its image: returns the upload and the chunks the server lacks.
+    fn begin_capture(
+        &self,
+        job: JobId,
+        entry: usize,
+        manifest: &Manifest,
+    ) -> Result<(UploadId, Vec<ChunkHash>)>;
+
+    /// Sends frames of a capture (at most [`MAX_CHUNKS_PER_CALL`]).
+    fn upload_chunks(&self, upload: UploadId, frames: &[(ChunkHash, Vec<u8>)]) -> Result<()>;
+
+    /// Commits a capture once every chunk is there; returns the version.
+    fn commit_capture(&self, upload: UploadId) -> Result<Version>;
+
+    /// Reports progress of the current phase.
+    fn progress(&self, job: JobId, progress: &Progress) -> Result<()>;
+
+    /// Moves the job on (provisioning -> running, running -> capturing,
+    /// capturing or running -> succeeded).
+    fn advance(&self, job: JobId, to: JobState, message: &str) -> Result<Job>;
+
+    /// Fails the job, saying in which phase and why.
+    fn fail(&self, job: JobId, phase: &str, reason: &str) -> Result<Job>;
+
+    /// Ships log lines, to the job's timeline when `job` is given.
+    fn log(&self, job: Option<JobId>, lines: &[String]) -> Result<()>;
+}

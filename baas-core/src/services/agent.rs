@@ -1,0 +1,257 @@
+//! The server's side of the agent protocol: what a machine's agent may read
+//! and write during a job, always scoped to that machine's active job. Plus
+//! [`LocalAgentLink`], the in-process [`AgentLink`] over these services.
+
+use std::collections::HashSet;
+
+use super::{Actor, Baas, ImportOptions};
+use crate::content::{ChunkHash, Manifest, CHUNK_SIZE};
+use crate::model::*;
+use crate::ports::{AgentLink, UploadSession, MAX_CHUNKS_PER_CALL};
+use crate::{Error, Result};
+
+impl Baas {
+    /// The active job `job` of the caller's machine and its entry `entry`.
+    fn agent_entry(&self, actor: &Actor, job: JobId, entry: usize) -> Result<(Job, JobEntry)> {
+        let job = self.agent_job(actor, job)?;
+        if !job.state.is_active() {
+            return Err(Error::conflict(format!(
+                "job {} is {}, not active",
+                job.id, job.state
+            )));
+        }
+        let e = job
+            .entries
+            .get(entry)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("entry {entry} of job {}", job.id)))?;
+        Ok((job, e))
+    }
+
+    /// The manifest the agent writes for entry `entry` of its job.
+    pub fn agent_manifest(&self, actor: &Actor, job: JobId, entry: usize) -> Result<Manifest> {
+        let (_, e) = self.agent_entry(actor, job, entry)?;
+        self.meta
+            .manifest(e.image, e.version)?
+            .ok_or_else(|| Error::not_found(format!("version {} of image {}", e.version, e.image)))
+    }
+
+    /// Stored frames of chunks of entry `entry`'s version, in order. Every
+    /// hash must be in that manifest.
+    pub fn agent_chunks(
+        &self,
+        actor: &Actor,
+        job: JobId,
+        entry: usize,
+        hashes: &[ChunkHash],
+    ) -> Result<Vec<Vec<u8>>> {
+        if hashes.len() > MAX_CHUNKS_PER_CALL {
+            return Err(Error::too_large(format!(
+                "at most {MAX_CHUNKS_PER_CALL} chunks per call"
+            )));
+        }
+        let manifest = self.agent_manifest(actor, job, entry)?;
+        let known: HashSet<ChunkHash> = manifest.distinct_chunks().into_iter().collect();
+        hashes
+            .iter()
+            .map(|h| {
+                if !known.contains(h) {
+                    return Err(Error::not_found(format!(
+                        "chunk {h} in entry {entry} of job {job}"
+                    )));
+                }
+                self.chunks.get(h).map_err(|e| match e.kind() {
+                    crate::ErrorKind::NotFound => Error::internal(format!(
+                        "chunk {h} of a committed version is missing from the store"
+                    )),
+                    _ => e,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts the capture of entry `entry` of a job in `capturing`: a
+    /// chunk-level upload whose version is made by the job's owner, from
+    /// the capture of this job. Returns the session and the missing chunks.
+    pub fn begin_capture(
+        &self,
+        actor: &Actor,
+        job: JobId,
+        entry: usize,
+        manifest: Manifest,
+    ) -> Result<(UploadSession, Vec<ChunkHash>)> {
+        let (job, e) = self.agent_entry(actor, job, entry)?;
+        if job.state != JobState::Capturing {
+            return Err(Error::conflict(format!(
+                "job {} is {}, not capturing",
+                job.id, job.state
+            )));
+        }
+        if !e.capture {
+            return Err(Error::forbidden(format!(
+                "entry {entry} of job {} is not marked for capture",
+                job.id
+            )));
+        }
+        if manifest.size() > self.config.max_version_size {
+            return Err(Error::too_large(format!(
+                "the capture is larger than the limit of {} bytes",
+                self.config.max_version_size
+            )));
+        }
+        if manifest.chunk_size() != CHUNK_SIZE {
+            return Err(Error::invalid(
+                "manifest",
+                format!("chunk size must be {CHUNK_SIZE}"),
+            ));
+        }
+        let image = self
+            .meta
+            .image(e.image)?
+            .ok_or_else(|| Error::not_found(format!("image {}", e.image)))?;
+        let now = self.clock.now();
+        let session = UploadSession {
+            id: UploadId(self.entropy.uuid()),
+            image: image.id,
+            created_by: job.owner,
+            manifest: Some(manifest.clone()),
+            source: VersionSource::Capture { job: job.id },
+            started_at: now,
+            last_active: now,
+            added_bytes: 0,
+        };
+        self.meta.insert_upload(&session)?;
+        let missing = self.missing_of(&manifest)?;
+        self.queue.append_event(
+            job.id,
+            &self.event(
+                "capture",
+                format!(
+                    "capturing entry {entry}: {} of {} chunks to upload",
+                    missing.len(),
+                    manifest.distinct_chunks().len()
+                ),
+            ),
+        )?;
+        Ok((session, missing))
+    }
+
+    /// Whether `actor` is the agent of the machine whose job `session`
+    /// captures.
+    pub(crate) fn agent_owns_capture(
+        &self,
+        actor: &Actor,
+        session: &UploadSession,
+    ) -> Result<bool> {
+        let (Actor::Agent { machine }, VersionSource::Capture { job }) = (actor, &session.source)
+        else {
+            return Ok(false);
+        };
+        Ok(self
+            .queue
+            .job(*job)?
+            .is_some_and(|j| j.machine == *machine && j.state == JobState::Capturing))
+    }
+}
+
+/// An [`AgentLink`] that calls the services in-process, as the agent of one
+/// machine. What the HTTP link does over the network, minus the network.
+#[derive(Debug, Clone)]
+pub struct LocalAgentLink {
+    baas: Baas,
+    machine: MachineId,
+    actor: Actor,
+}
+
+impl LocalAgentLink {
+    /// The link of `machine`'s agent.
+    pub fn new(baas: Baas, machine: MachineId) -> LocalAgentLink {
+        LocalAgentLink {
+            baas,
+            machine,
+            actor: Actor::Agent { machine },
+        }
+    }
+}
+
+impl AgentLink for LocalAgentLink {
+    fn report_inventory(&self, inventory: &Inventory) -> Result<Machine> {
+        self.baas
+            .report_inventory(&self.actor, self.machine, inventory.clone())
+    }
+
+    fn next_job(&self, wait_ms: u64) -> Result<Option<Job>> {
+        let deadline = self
+            .baas
+            .now()
+            .plus_millis(wait_ms.min(i64::MAX as u64) as i64);
+        loop {
+            if let Some(job) = self.baas.next_job(&self.actor, self.machine)? {
+                return Ok(Some(job));
+            }
+            if self.baas.now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn manifest(&self, job: JobId, entry: usize) -> Result<Manifest> {
+        self.baas.agent_manifest(&self.actor, job, entry)
+    }
+
+    fn chunks(&self, job: JobId, entry: usize, hashes: &[ChunkHash]) -> Result<Vec<Vec<u8>>> {
+        self.baas.agent_chunks(&self.actor, job, entry, hashes)
+    }
+
+    fn begin_capture(
+        &self,
+        job: JobId,
+        entry: usize,
+        manifest: &Manifest,
+    ) -> Result<(UploadId, Vec<ChunkHash>)> {
+        let (session, missing) =
+            self.baas
+                .begin_capture(&self.actor, job, entry, manifest.clone())?;
+        Ok((session.id, missing))
+    }
+
+    fn upload_chunks(&self, upload: UploadId, frames: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
+        if frames.len() > MAX_CHUNKS_PER_CALL {
+            return Err(Error::too_large(format!(
+                "at most {MAX_CHUNKS_PER_CALL} chunks per call"
+            )));
+        }
+        for (hash, frame) in frames {
+            self.baas.upload_chunk(&self.actor, upload, *hash, frame)?;
+        }
+        Ok(())
+    }
+
+    fn commit_capture(&self, upload: UploadId) -> Result<Version> {
+        self.baas
+            .commit_upload(&self.actor, upload, ImportOptions::default())
+    }
+
+    fn progress(&self, job: JobId, progress: &Progress) -> Result<()> {
+        self.baas
+            .report_progress(&self.actor, job, progress.clone())
+    }
+
+    fn advance(&self, job: JobId, to: JobState, message: &str) -> Result<Job> {
+        self.baas.advance_job(&self.actor, job, to, message)
+    }
+
+    fn fail(&self, job: JobId, phase: &str, reason: &str) -> Result<Job> {
+        self.baas.fail_job(&self.actor, job, phase, reason)
+    }
+
+    fn log(&self, job: Option<JobId>, lines: &[String]) -> Result<()> {
+        match job {
+            Some(j) => lines
+                .iter()
+                .try_for_each(|l| self.baas.log_job(&self.actor, j, l)),
+            None => Ok(()),
+        }
+    }
+}
