@@ -328,12 +328,35 @@ fn split_array<const N: usize>(b: &[u8]) -> Option<([u8; N], &[u8])> {
 const FRAME_RAW: u8 = 0;
 /// Frame tag: the payload is one zstd frame.
 const FRAME_ZSTD: u8 = 1;
+/// Frame tag: one zstd frame, recompressed by compaction (decoded like
+/// `FRAME_ZSTD`; compaction skips it).
+const FRAME_ZSTD_COMPACT: u8 = 2;
 
 /// Encodes a chunk for storage and transfer: zstd at `level`, or raw when
 /// compression would not save at least 1/32 of the bytes. For many chunks,
 /// [`FrameEncoder`] reuses its compression context.
 pub fn encode_frame(data: &[u8], level: i32) -> Result<Vec<u8>> {
     FrameEncoder::new(level)?.encode(data)
+}
+
+/// Whether `frame` was already recompressed by compaction (or is stored
+/// raw because it does not compress).
+pub fn frame_is_compact(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(&FRAME_ZSTD_COMPACT) | Some(&FRAME_RAW))
+}
+
+/// Recompresses the decoded bytes of a chunk at `level` as a compacted
+/// frame; `None` when that would not save at least 1/64 of `old_len`.
+pub fn compact_frame(data: &[u8], level: i32, old_len: usize) -> Result<Option<Vec<u8>>> {
+    let z = zstd::bulk::compress(data, level)
+        .map_err(|e| Error::internal("compressing a chunk failed").with_source(e))?;
+    if z.len() + 1 + old_len / 64 >= old_len {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(z.len() + 1);
+    out.push(FRAME_ZSTD_COMPACT);
+    out.extend_from_slice(&z);
+    Ok(Some(out))
 }
 
 /// Encodes chunk frames with one reusable zstd context (one per thread).
@@ -386,10 +409,11 @@ impl FrameEncoder {
 pub fn decode_frame(frame: &[u8], hash: &ChunkHash) -> Result<Vec<u8>> {
     let data = match frame.split_first() {
         Some((&FRAME_RAW, payload)) if payload.len() <= MAX_CHUNK_SIZE as usize => payload.to_vec(),
-        Some((&FRAME_ZSTD, payload)) => zstd::bulk::decompress(payload, MAX_CHUNK_SIZE as usize)
-            .map_err(|e| {
+        Some((&(FRAME_ZSTD | FRAME_ZSTD_COMPACT), payload)) => {
+            zstd::bulk::decompress(payload, MAX_CHUNK_SIZE as usize).map_err(|e| {
                 Error::internal(format!("chunk {hash} does not decompress")).with_source(e)
-            })?,
+            })?
+        }
         _ => {
             return Err(Error::internal(format!(
                 "chunk {hash} has a malformed frame"
@@ -441,6 +465,26 @@ mod tests {
         assert_eq!(
             decode_frame(&f, &ChunkHash::of(&random)).expect("decode"),
             random
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_the_bytes_and_marks_the_frame() {
+        let data: Vec<u8> = (0..65_536u32)
+            .map(|i| ((i / 7) % 13) as u8 ^ (i % 5) as u8)
+            .collect();
+        let h = ChunkHash::of(&data);
+        let fast = encode_frame(&data, 1).expect("encode");
+        assert!(!frame_is_compact(&fast));
+        let small = compact_frame(&data, 19, fast.len())
+            .expect("compact")
+            .expect("saves space");
+        assert!(small.len() < fast.len());
+        assert!(frame_is_compact(&small));
+        assert_eq!(decode_frame(&small, &h).expect("decode"), data);
+        assert_eq!(
+            compact_frame(&data, 19, small.len()).expect("compact"),
+            None
         );
     }
 

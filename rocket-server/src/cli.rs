@@ -113,6 +113,16 @@ pub enum AdminCommand {
     },
     /// Runs garbage collection; prints what it removed.
     Gc,
+    /// Recompresses stored chunks at a high zstd level (a background job
+    /// that trades CPU for space; safe while the server runs).
+    Compact {
+        /// zstd level, 1 to 22.
+        #[arg(long, default_value_t = 19)]
+        level: i32,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
 impl StoreArgs {
@@ -232,6 +242,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .create_token(&Actor::System, user.id, &name, ttl)
                 .map_err(core)?;
             println!("{secret}");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Compact { level, threads }) => {
+            let r = baas
+                .compact_chunks(&Actor::System, level, threads)
+                .map_err(core)?;
+            println!(
+                "scanned: {}\nrecompressed: {}\nalready compact: {}\nsaved bytes: {}",
+                r.scanned, r.rewritten, r.already, r.saved_bytes
+            );
             Ok(())
         }
         Command::Admin(AdminCommand::Gc) => {

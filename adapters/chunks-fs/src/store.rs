@@ -435,6 +435,21 @@ impl ChunkStore for FsChunkStore {
         Ok(Put::New(frame.len() as u64))
     }
 
+    fn rewrite(&self, hash: &ChunkHash, frame: &[u8]) -> Result<bool> {
+        if !self.contains(hash)? {
+            return Ok(false);
+        }
+        let failed = |e| io_unavailable(format!("rewriting chunk {hash} failed"), e);
+        let temp = self.write_temp(frame).map_err(failed)?;
+        let durable = File::open(&temp).and_then(|f| f.sync_all());
+        if let Err(e) = durable.and_then(|()| self.install(&temp, hash)) {
+            let _ = fs::remove_file(&temp);
+            return Err(failed(e));
+        }
+        fsync_dir(&self.layout.fanout_dir(hash.0[0])).map_err(failed)?;
+        Ok(true)
+    }
+
     fn touch(&self, hash: &ChunkHash) -> Result<bool> {
         let path = self.layout.chunk_path(hash);
         for _ in 0..TOUCH_ATTEMPTS {

@@ -55,6 +55,15 @@ impl ChunkStore for MemoryChunkStore {
         Ok(Put::New(frame.len() as u64))
     }
 
+    fn rewrite(&self, hash: &ChunkHash, frame: &[u8]) -> Result<bool> {
+        let now = self.clock.now();
+        Ok(self
+            .lock()?
+            .get_mut(hash)
+            .map(|e| *e = (frame.to_vec(), now))
+            .is_some())
+    }
+
     fn touch(&self, hash: &ChunkHash) -> Result<bool> {
         let now = self.clock.now();
         Ok(self.lock()?.get_mut(hash).map(|e| e.1 = now).is_some())

@@ -154,6 +154,22 @@ pub fn sync_makes_puts_visible(s: &ChunkSubject) {
     });
 }
 
+/// `rewrite` replaces a present chunk's frame and never creates one.
+pub fn rewrite_replaces_present_frames(s: &ChunkSubject) {
+    let (h, f) = chunk(14, 20_000);
+    assert!(!s.store.rewrite(&h, &f).expect("rewrite absent"));
+    assert!(
+        !s.store.contains(&h).expect("contains"),
+        "rewrite must not create"
+    );
+    s.store.put(&h, &f).expect("put");
+    s.store.sync().expect("sync");
+    let mut other = f.clone();
+    other.push(0);
+    assert!(s.store.rewrite(&h, &other).expect("rewrite"));
+    assert_eq!(s.store.get(&h).expect("get"), other);
+}
+
 /// Many threads putting the same chunk at once leave one intact copy.
 pub fn concurrent_puts_of_one_chunk(s: &ChunkSubject) {
     let (h, f) = chunk(13, 200_000);

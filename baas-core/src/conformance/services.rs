@@ -461,6 +461,31 @@ pub fn gc_spares_chunks_of_an_import_in_progress(s: &ServicesSubject) {
     });
 }
 
+/// Compaction shrinks the store, keeps every byte, and is idempotent.
+pub fn compaction_saves_space_and_keeps_bytes(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| ((i / 11) % 17) as u8 ^ ((i >> 9) % 3) as u8)
+        .collect();
+    let v = import(&b, &p.alice, img.id, &data);
+    let before = s.0.chunks.usage().expect("usage");
+    assert_eq!(
+        b.compact_chunks(&p.alice, 19, 2)
+            .expect_err("admins only")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+    let r = b.compact_chunks(&p.admin, 19, 2).expect("compact");
+    assert!(r.rewritten > 0, "{r:?}");
+    let after = s.0.chunks.usage().expect("usage");
+    assert_eq!(before.bytes - after.bytes, r.saved_bytes);
+    assert!(export(&b, &p.alice, img.id, VersionRef::Number(v.number)) == data);
+    let again = b.compact_chunks(&p.admin, 19, 2).expect("compact again");
+    assert_eq!(again.rewritten, 0);
+}
+
 /// Who may do what, through the services.
 pub fn authorization_rules(s: &ServicesSubject) {
     let b = baas(s);

@@ -54,6 +54,12 @@ pub trait ChunkStore: Send + Sync + std::fmt::Debug {
     /// Stores `frame` under `hash` unless already present.
     fn put(&self, hash: &ChunkHash, frame: &[u8]) -> Result<Put>;
 
+    /// Replaces the frame of a present chunk with `frame`, which the caller
+    /// has checked decodes to the same bytes (compaction). Atomic and
+    /// durable when it returns: readers see the old frame or the new one,
+    /// never a mix. Returns false, storing nothing, if the chunk is absent.
+    fn rewrite(&self, hash: &ChunkHash, frame: &[u8]) -> Result<bool>;
+
     /// Refreshes the timestamp of `hash` if present; returns whether it is.
     fn touch(&self, hash: &ChunkHash) -> Result<bool>;
 

@@ -22,7 +22,7 @@ mod users;
 pub use agent::LocalAgentLink;
 pub use auth::Actor;
 pub use export::VersionReader;
-pub use gc::GcReport;
+pub use gc::{CompactReport, GcReport};
 pub use images::{ImagePatch, NewImage};
 pub use import::ImportOptions;
 pub use jobs::{JobRequest, JobTarget};
