@@ -89,6 +89,8 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
         .attach(telemetry::RequestLog { metrics })
         .mount("/", rocket::routes![ops::healthz, ops::metrics])
         .mount("/api/v1", api::routes())
+        .mount("/api/v1", api::agent::machine_routes())
+        .mount("/api/v1/agent", api::agent::routes())
         .mount("/", compat::routes())
         .register("/", rocket::catchers![error::catch_all])
 }

@@ -98,7 +98,7 @@ impl Modify for BearerAuth {
 
 /// The OpenAPI document.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    ApiDoc::openapi().merge_from(api::agent::AgentApi::openapi())
 }
 
 /// This document, as JSON.

@@ -10,17 +10,20 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use baas_core::content::{encode_frame, ChunkHash, Manifest, CHUNK_SIZE};
+use baas_core::model::{JobId, JobState, MachineId};
+use baas_core::Actor;
 use common::TestApp;
 use serde_json::{json, Value};
 use ureq::http::Method;
 
 /// The callers, in matrix order.
-const WHO: [&str; 5] = [
+const WHO: [&str; 6] = [
     "no token",
     "another user",
     "the owner",
     "a moderator",
     "an admin",
+    "the machine's agent",
 ];
 
 struct World {
@@ -151,6 +154,66 @@ impl World {
     /// An upload with nothing to send (all holes): ready to commit.
     fn fresh_blank_upload(&self) -> String {
         self.begin(&Manifest::blank(1 << 20))
+    }
+
+    /// Queues a fresh job (marked for capture or not) on the machine and
+    /// makes it the machine's active job, in `state` (provisioning, running
+    /// or capturing): the jobs queued before it are taken and failed.
+    fn active_job(&self, capture: bool, state: JobState) -> String {
+        let id = self
+            .app
+            .post(
+                &format!("/api/v1/machines/{}/jobs", self.machine),
+                Some(self.owner()),
+                &json!({"image_id": self.image, "version": 1, "capture": capture}),
+            )
+            .expect(201)
+            .json()["id"]
+            .as_str()
+            .expect("job id")
+            .to_string();
+        let machine: MachineId = self.machine.parse().expect("machine id");
+        let baas = &self.app.baas;
+        let job = loop {
+            let j = baas
+                .next_job(&Actor::System, machine)
+                .expect("next job")
+                .expect("a job is queued");
+            if j.id.to_string() == id {
+                break j;
+            }
+            baas.fail_job(&Actor::System, j.id, "test", "making room")
+                .expect("fail");
+        };
+        let mut current = job.state;
+        for to in [JobState::Running, JobState::Capturing] {
+            if current == state {
+                break;
+            }
+            current = baas
+                .advance_job(&Actor::System, job.id, to, "test")
+                .expect("advance")
+                .state;
+        }
+        id
+    }
+
+    /// A capture session of a fresh capturing job for a manifest of one
+    /// fresh chunk; returns (upload id, hash, frame).
+    fn capture_session(&self) -> (String, ChunkHash, Vec<u8>) {
+        let job: JobId = self
+            .active_job(true, JobState::Capturing)
+            .parse()
+            .expect("job id");
+        let (_, hash, frame) = self.fresh_chunk();
+        let m =
+            Manifest::new(u64::from(CHUNK_SIZE), CHUNK_SIZE, vec![Some(hash)]).expect("manifest");
+        let (session, _) = self
+            .app
+            .baas
+            .begin_capture(&Actor::System, job, 0, m)
+            .expect("begin capture");
+        (session.id.to_string(), hash, frame)
     }
 
     fn begin(&self, m: &Manifest) -> String {
@@ -503,6 +566,162 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
             "GET /api/v1/admin/storage",
             [401, 403, 403, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/api/v1/admin/storage".into())),
+        ),
+        // --- the agent protocol
+        (
+            "POST /api/v1/machines/<machine>/agent-token",
+            [401, 403, 403, 201, 201, 403],
+            Box::new(|w| {
+                json_req(
+                    M::POST,
+                    format!("/api/v1/machines/{}/agent-token", w.mac),
+                    json!({"ttl_seconds": 60}),
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/agent/machines/<machine>/inventory",
+            [401, 403, 403, 200, 200, 200],
+            Box::new(|w| {
+                json_req(
+                    M::POST,
+                    format!("/api/v1/agent/machines/{}/inventory", w.mac),
+                    json!({"disks": [{"path": "/dev/nvme0n1", "size": 1u64 << 30,
+                        "logical_block": 512, "physical_block": 4096,
+                        "rotational": false, "removable": false}],
+                        "nics": [{"name": "eth0", "mac": w.mac}],
+                        "memory_bytes": 1u64 << 30, "cpu_model": "test", "cpus": 2}),
+                )
+            }),
+        ),
+        (
+            "GET /api/v1/agent/machines/<machine>/next-job?<wait_ms>",
+            [401, 403, 403, 200, 200, 200],
+            Box::new(|w| {
+                w.active_job(false, JobState::Provisioning);
+                bare(
+                    M::GET,
+                    format!("/api/v1/agent/machines/{}/next-job?wait_ms=0", w.machine),
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/agent/machines/<machine>/logs",
+            [401, 403, 403, 204, 204, 204],
+            Box::new(|w| {
+                let job = w.active_job(false, JobState::Provisioning);
+                json_req(
+                    M::POST,
+                    format!("/api/v1/agent/machines/{}/logs", w.mac),
+                    json!({"job_id": job, "lines": ["hello", "world"]}),
+                )
+            }),
+        ),
+        (
+            "GET /api/v1/agent/jobs/<job>/entries/<entry>/manifest",
+            [401, 403, 403, 200, 200, 200],
+            Box::new(|w| {
+                let job = w.active_job(false, JobState::Provisioning);
+                bare(
+                    M::GET,
+                    format!("/api/v1/agent/jobs/{job}/entries/0/manifest"),
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/agent/jobs/<job>/entries/<entry>/chunks",
+            [401, 403, 403, 200, 200, 200],
+            Box::new(|w| {
+                let job = w.active_job(false, JobState::Provisioning);
+                let nines = ChunkHash::of(&[9u8; CHUNK_SIZE as usize]);
+                json_req(
+                    M::POST,
+                    format!("/api/v1/agent/jobs/{job}/entries/0/chunks"),
+                    json!({"hashes": [nines.to_hex()]}),
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/agent/jobs/<job>/entries/<entry>/captures",
+            [401, 403, 403, 201, 201, 201],
+            Box::new(|w| {
+                let job = w.active_job(true, JobState::Capturing);
+                bytes(
+                    M::POST,
+                    format!("/api/v1/agent/jobs/{job}/entries/0/captures"),
+                    Manifest::blank(1 << 20).encode(),
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/agent/captures/<upload>/chunks",
+            [401, 404, 200, 404, 200, 200],
+            Box::new(|w| {
+                let (upload, hash, frame) = w.capture_session();
+                let mut body = hash.0.to_vec();
+                body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+                body.extend_from_slice(&frame);
+                bytes(
+                    M::POST,
+                    format!("/api/v1/agent/captures/{upload}/chunks"),
+                    body,
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/agent/captures/<upload>/commit",
+            [401, 404, 201, 404, 201, 201],
+            Box::new(|w| {
+                let job: JobId = w
+                    .active_job(true, JobState::Capturing)
+                    .parse()
+                    .expect("job id");
+                let (session, _) = w
+                    .app
+                    .baas
+                    .begin_capture(&Actor::System, job, 0, Manifest::blank(1 << 20))
+                    .expect("begin capture");
+                bare(
+                    M::POST,
+                    format!("/api/v1/agent/captures/{}/commit", session.id),
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/agent/jobs/<job>/progress",
+            [401, 403, 403, 204, 204, 204],
+            Box::new(|w| {
+                let job = w.active_job(false, JobState::Provisioning);
+                json_req(
+                    M::POST,
+                    format!("/api/v1/agent/jobs/{job}/progress"),
+                    json!({"phase": "flash", "bytes_done": 1, "bytes_total": 2, "rate": 3}),
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/agent/jobs/<job>/advance",
+            [401, 403, 403, 200, 200, 200],
+            Box::new(|w| {
+                let job = w.active_job(false, JobState::Provisioning);
+                json_req(
+                    M::POST,
+                    format!("/api/v1/agent/jobs/{job}/advance"),
+                    json!({"state": "running", "message": "flashed"}),
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/agent/jobs/<job>/fail",
+            [401, 403, 403, 200, 200, 200],
+            Box::new(|w| {
+                let job = w.active_job(false, JobState::Provisioning);
+                json_req(
+                    M::POST,
+                    format!("/api/v1/agent/jobs/{job}/fail"),
+                    json!({"phase": "flash", "reason": "test"}),
+                )
+            }),
         ),
         // --- the original's routes
         (

@@ -12,6 +12,7 @@ use rocket::Route;
 use crate::error::ApiError;
 
 pub mod admin;
+pub mod agent;
 pub mod images;
 pub mod jobs;
 pub mod machines;
