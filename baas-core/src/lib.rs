@@ -14,6 +14,7 @@
 
 pub mod content;
 pub mod error;
+pub mod flashing;
 pub mod model;
 pub mod ports;
 pub mod services;

@@ -1,0 +1,582 @@
+//! Delta flashing: compare the device with a version's manifest in place,
+//! fetch and write only the chunks that differ, zero holes that hold data,
+//! then flush and verify.
+//!
+//! Threads, all inside one `std::thread::scope`:
+//! ```text
+//!  scan workers --(stripes)--> caller --(batches)--> fetchers --(frames)--> writers
+//!  read + hash                 in order: zero runs,   AgentLink::chunks      decode, verify,
+//!                              batch what differs     with retries          refetch, write
+//! ```
+//! Every channel is bounded, so at most a few MiB are in flight. The
+//! calling thread only coordinates (and so is the one that reports
+//! progress); the first failure anywhere stops every stage.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use super::pipeline::{retry, runs, scan, Crew, Fault, Layout, Meter};
+use super::{FlashOptions, FlashReport, MAX_REFETCHES};
+use crate::content::{decode_frame, is_zero, ChunkHash, Manifest};
+use crate::model::{JobId, Progress};
+use crate::ports::{AgentLink, BlockDevice};
+use crate::{Error, Result};
+
+/// Threads that call [`AgentLink::chunks`] at once: two keep the link busy
+/// while the writers work through the previous batch.
+const FETCHERS: usize = 2;
+
+/// A failure and the phase it happened in (`flash` or `verify`).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub phase: &'static str,
+    pub error: Error,
+}
+
+fn in_phase(phase: &'static str) -> impl Fn(Error) -> Failure {
+    move |error| Failure { phase, error }
+}
+
+/// Writes version `entry` of `job` onto `device`, touching only what
+/// differs, and verifies the result (see the [module docs](super)).
+///
+/// Refuses an image larger than the device before writing anything
+/// (`Invalid`, naming both sizes). A verification mismatch after writing is
+/// `Internal` and names the chunks. Progress goes to `progress` in the
+/// phases `compare`, `flash` and `verify`, throttled by
+/// [`FlashOptions::progress_interval`].
+pub fn flash(
+    device: &dyn BlockDevice,
+    link: &dyn AgentLink,
+    job: JobId,
+    entry: usize,
+    opts: &FlashOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<FlashReport> {
+    flash_in_phases(device, link, job, entry, opts, progress).map_err(|f| f.error)
+}
+
+/// How each chunk of the device compares with the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Local {
+    /// Already what the image holds.
+    Same,
+    /// A hole in the image, but the device holds data there.
+    Zero,
+    /// Differs: fetch the image's chunk.
+    Fetch,
+}
+
+fn classify(manifest: &Manifest, index: usize, bytes: &[u8]) -> Local {
+    match manifest.chunks()[index] {
+        None if is_zero(bytes) => Local::Same,
+        None => Local::Zero,
+        Some(want) => {
+            // Comparing against a blank disk is common (a first flash), and
+            // zero detection is far cheaper than hashing.
+            let have = if is_zero(bytes) {
+                ChunkHash::of_zeros(bytes.len())
+            } else {
+                ChunkHash::of(bytes)
+            };
+            if have == want {
+                Local::Same
+            } else {
+                Local::Fetch
+            }
+        }
+    }
+}
+
+/// Chunks to fetch in one call: distinct hashes, each with every position
+/// that holds it.
+type Batch = Vec<(ChunkHash, Vec<usize>)>;
+
+/// A fetched frame and the positions to write it to.
+struct Fetched {
+    hash: ChunkHash,
+    frame: Vec<u8>,
+    positions: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    frames: AtomicU64,
+    fetched_bytes: AtomicU64,
+    refetched: AtomicU64,
+    retries: AtomicU64,
+    /// Positions written from fetched frames, and their bytes.
+    written: AtomicU64,
+    written_bytes: AtomicU64,
+}
+
+/// What the compare stage found and did, in chunk order.
+struct Plan {
+    unchanged: u64,
+    /// Zeroed ranges of chunks.
+    zeroed: Vec<Range<usize>>,
+    /// Bytes of the chunks that are being fetched.
+    fetch_bytes: u64,
+    compared_bytes: u64,
+    batch: Batch,
+    batch_index: HashMap<ChunkHash, usize>,
+    zero_run: Option<Range<usize>>,
+}
+
+impl Plan {
+    fn flush_zero_run(&mut self, device: &dyn BlockDevice, layout: Layout) -> Result<()> {
+        if let Some(run) = self.zero_run.take() {
+            device.zero_range(layout.offset(run.start), layout.bytes(&run))?;
+            self.zeroed.push(run);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn flash_in_phases(
+    device: &dyn BlockDevice,
+    link: &dyn AgentLink,
+    job: JobId,
+    entry: usize,
+    opts: &FlashOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<FlashReport, Failure> {
+    let counters = Counters::default();
+    let manifest = retry(opts, &counters.retries, "fetching the manifest", || {
+        link.manifest(job, entry)
+    })
+    .map_err(in_phase("flash"))?;
+    let size = manifest.size();
+    if size > device.size() {
+        return Err(Failure {
+            phase: "flash",
+            error: Error::invalid(
+                "disk",
+                format!(
+                    "the image is {size} bytes but the disk has only {} bytes; nothing was written",
+                    device.size()
+                ),
+            ),
+        });
+    }
+    let layout = Layout {
+        size,
+        chunk_size: u64::from(manifest.chunk_size()),
+    };
+    let mut meter = Meter::new(progress, opts.progress_interval);
+    let ctx = Ctx {
+        device,
+        link,
+        job,
+        entry,
+        opts,
+        manifest: &manifest,
+        layout,
+        counters: &counters,
+        fault: Fault::default(),
+    };
+    let (plan, written) = ctx.write(&mut meter)?;
+
+    let mut tail_zeroed = 0;
+    if opts.zero_tail && device.size() > size {
+        tail_zeroed = device.size() - size;
+        device
+            .zero_range(size, tail_zeroed)
+            .map_err(in_phase("flash"))?;
+    }
+    device.flush().map_err(in_phase("flash"))?;
+
+    if opts.verify {
+        let mut again = written;
+        again.extend(plan.zeroed.iter().flat_map(|r| r.clone()));
+        again.sort_unstable();
+        ctx.verify(&again, &mut meter)
+            .map_err(|(phase, error)| Failure { phase, error })?;
+    }
+    let zeroed: u64 = plan.zeroed.iter().map(|r| r.len() as u64).sum();
+    Ok(FlashReport {
+        size,
+        chunks: layout.count() as u64,
+        unchanged: plan.unchanged,
+        fetched: counters.written.load(Ordering::Relaxed),
+        fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
+        zeroed,
+        root: manifest.root(),
+        frames: counters.frames.load(Ordering::Relaxed),
+        refetched: counters.refetched.load(Ordering::Relaxed),
+        retries: counters.retries.load(Ordering::Relaxed),
+        tail_zeroed,
+        verified: opts.verify,
+    })
+}
+
+/// Everything the stages of one flash share.
+struct Ctx<'a> {
+    device: &'a dyn BlockDevice,
+    link: &'a dyn AgentLink,
+    job: JobId,
+    entry: usize,
+    opts: &'a FlashOptions,
+    manifest: &'a Manifest,
+    layout: Layout,
+    counters: &'a Counters,
+    fault: Fault,
+}
+
+impl Ctx<'_> {
+    /// Compares, fetches, zeroes and writes. Returns the compare stage's
+    /// plan and the positions written from fetched frames.
+    fn write(&self, meter: &mut Meter<'_>) -> Result<(Plan, Vec<usize>), Failure> {
+        let threads = self.opts.threads();
+        let batch_size = self.opts.batch();
+        let interval = self.opts.progress_interval;
+        std::thread::scope(|s| {
+            let (batch_tx, batch_rx) = sync_channel::<Batch>(FETCHERS);
+            let batch_rx = Arc::new(Mutex::new(batch_rx));
+            let (frame_tx, frame_rx) = sync_channel::<Fetched>(batch_size * 2);
+            let frame_rx = Arc::new(Mutex::new(frame_rx));
+            // Every fetcher and writer holds a sender; when all are gone,
+            // the pipeline has drained.
+            let (done_tx, done_rx) = channel::<()>();
+            for _ in 0..FETCHERS {
+                let (rx, tx, done) = (Arc::clone(&batch_rx), frame_tx.clone(), done_tx.clone());
+                s.spawn(move || {
+                    self.fetcher(&rx, &tx);
+                    drop(done);
+                });
+            }
+            let writers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (rx, done) = (Arc::clone(&frame_rx), done_tx.clone());
+                    s.spawn(move || {
+                        let written = self.writer(&rx);
+                        drop(done);
+                        written
+                    })
+                })
+                .collect();
+            drop((batch_rx, frame_rx, frame_tx, done_tx));
+
+            meter.start("compare", self.layout.size);
+            let plan = self.compare(threads, batch_size, &batch_tx, meter);
+            drop(batch_tx);
+            let plan = match plan {
+                Ok(plan) => {
+                    meter.start("flash", plan.fetch_bytes);
+                    Some(plan)
+                }
+                Err(e) => {
+                    self.fault.set("flash", e);
+                    None
+                }
+            };
+            loop {
+                match done_rx.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    _ => meter.set(self.counters.written_bytes.load(Ordering::Relaxed)),
+                }
+            }
+            let mut written = Vec::new();
+            for w in writers {
+                match w.join() {
+                    Ok(mut mine) => written.append(&mut mine),
+                    Err(_) => self
+                        .fault
+                        .set("flash", Error::internal("a flash writer thread panicked")),
+                }
+            }
+            if let Some((phase, error)) = self.fault.take() {
+                return Err(Failure { phase, error });
+            }
+            let plan = plan.ok_or_else(|| Failure {
+                phase: "flash",
+                error: Error::internal("the compare stage stopped without a reason"),
+            })?;
+            meter.finish(self.counters.written_bytes.load(Ordering::Relaxed));
+            Ok((plan, written))
+        })
+    }
+
+    /// The compare stage, on the calling thread: scans the device, zeroes
+    /// runs of holes that hold data, and sends batches of differing chunks
+    /// to the fetchers.
+    fn compare(
+        &self,
+        threads: usize,
+        batch_size: usize,
+        batches: &SyncSender<Batch>,
+        meter: &mut Meter<'_>,
+    ) -> Result<Plan> {
+        let (layout, device) = (self.layout, self.device);
+        let mut plan = Plan {
+            unchanged: 0,
+            zeroed: Vec::new(),
+            fetch_bytes: 0,
+            compared_bytes: 0,
+            batch: Vec::new(),
+            batch_index: HashMap::new(),
+            zero_run: None,
+        };
+        let send = |plan: &mut Plan| -> Result<()> {
+            if plan.batch.is_empty() {
+                return Ok(());
+            }
+            plan.batch_index.clear();
+            batches
+                .send(std::mem::take(&mut plan.batch))
+                .map_err(|_| Error::internal("the fetchers stopped"))
+        };
+        let manifest = self.manifest;
+        let new_worker = || Ok(|i: usize, bytes: &[u8]| Ok(classify(manifest, i, bytes)));
+        scan(
+            device,
+            layout,
+            layout.stripes(std::iter::once(0..layout.count())),
+            Crew {
+                workers: threads,
+                abort: self.fault.flag(),
+                tick: self.opts.progress_interval,
+            },
+            &new_worker,
+            &mut |stripe| {
+                let Some((range, locals)) = stripe else {
+                    meter.set(plan.compared_bytes);
+                    return Ok(());
+                };
+                for (i, local) in range.clone().zip(locals) {
+                    if local != Local::Zero {
+                        plan.flush_zero_run(device, layout)?;
+                    }
+                    match local {
+                        Local::Same => plan.unchanged += 1,
+                        Local::Zero => match &mut plan.zero_run {
+                            Some(run) => run.end = i + 1,
+                            None => plan.zero_run = Some(i..i + 1),
+                        },
+                        Local::Fetch => {
+                            let hash = manifest.chunk_hash(i);
+                            plan.fetch_bytes += layout.len(i) as u64;
+                            match plan.batch_index.get(&hash) {
+                                Some(&at) => plan.batch[at].1.push(i),
+                                None => {
+                                    plan.batch_index.insert(hash, plan.batch.len());
+                                    plan.batch.push((hash, vec![i]));
+                                    if plan.batch.len() >= batch_size {
+                                        send(&mut plan)?;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                plan.compared_bytes += layout.bytes(&range);
+                meter.set(plan.compared_bytes);
+                Ok(())
+            },
+        )?;
+        plan.flush_zero_run(device, layout)?;
+        send(&mut plan)?;
+        meter.finish(plan.compared_bytes);
+        Ok(plan)
+    }
+
+    /// A fetcher thread: fetches batches, retrying retryable errors, and
+    /// passes the frames on.
+    fn fetcher(&self, batches: &Mutex<Receiver<Batch>>, frames: &SyncSender<Fetched>) {
+        loop {
+            let next = match batches.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return,
+            };
+            let Ok(batch) = next else { return };
+            if self.fault.is_set() {
+                return;
+            }
+            let hashes: Vec<ChunkHash> = batch.iter().map(|(h, _)| *h).collect();
+            let got = self.fetch(&hashes);
+            let got = match got {
+                Ok(got) => got,
+                Err(e) => return self.fault.set("flash", e),
+            };
+            for ((hash, positions), frame) in batch.into_iter().zip(got) {
+                let item = Fetched {
+                    hash,
+                    frame,
+                    positions,
+                };
+                if frames.send(item).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One `chunks` call with retries; counts what arrived.
+    fn fetch(&self, hashes: &[ChunkHash]) -> Result<Vec<Vec<u8>>> {
+        let frames = retry(self.opts, &self.counters.retries, "fetching chunks", || {
+            self.link.chunks(self.job, self.entry, hashes)
+        })?;
+        if frames.len() != hashes.len() {
+            return Err(Error::internal(format!(
+                "asked the server for {} chunks and got {}",
+                hashes.len(),
+                frames.len()
+            )));
+        }
+        let bytes: usize = frames.iter().map(Vec::len).sum();
+        self.counters
+            .frames
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        self.counters
+            .fetched_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(frames)
+    }
+
+    /// A writer thread: decodes and verifies frames (fetching a corrupted
+    /// one again), and writes them. Returns the positions it wrote.
+    fn writer(&self, frames: &Mutex<Receiver<Fetched>>) -> Vec<usize> {
+        let mut written = Vec::new();
+        loop {
+            let next = match frames.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => break,
+            };
+            let Ok(item) = next else { break };
+            if self.fault.is_set() {
+                break;
+            }
+            if let Err(e) = self.write_one(item, &mut written) {
+                self.fault.set("flash", e);
+                break;
+            }
+        }
+        written
+    }
+
+    fn write_one(&self, item: Fetched, written: &mut Vec<usize>) -> Result<()> {
+        let Fetched {
+            hash,
+            mut frame,
+            positions,
+        } = item;
+        let mut refetches = 0;
+        let data = loop {
+            match decode_frame(&frame, &hash) {
+                Ok(data) => break data,
+                Err(e) if refetches >= MAX_REFETCHES => {
+                    return Err(Error::internal(format!(
+                        "chunk {hash} failed verification {} times; the last: {}",
+                        refetches + 1,
+                        e.message()
+                    ))
+                    .with_source(e))
+                }
+                Err(_) => {
+                    refetches += 1;
+                    self.counters.refetched.fetch_add(1, Ordering::Relaxed);
+                    frame = self
+                        .fetch(std::slice::from_ref(&hash))?
+                        .pop()
+                        .ok_or_else(|| Error::internal("the server sent no frame"))?;
+                }
+            }
+        };
+        for i in positions {
+            let len = self.layout.len(i);
+            if data.len() != len {
+                return Err(Error::internal(format!(
+                    "chunk {hash} is {} bytes but chunk {i} of the image is {len}",
+                    data.len()
+                )));
+            }
+            self.device.write_at(self.layout.offset(i), &data)?;
+            written.push(i);
+            self.counters.written.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .written_bytes
+                .fetch_add(len as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Re-reads the chunks at `indices` (sorted) after the flush and checks
+    /// that, with the chunks found unchanged, they give the image's root.
+    fn verify(
+        &self,
+        indices: &[usize],
+        meter: &mut Meter<'_>,
+    ) -> Result<(), (&'static str, Error)> {
+        let layout = self.layout;
+        let ranges = runs(indices);
+        let total: u64 = ranges.iter().map(|r| layout.bytes(r)).sum();
+        meter.start("verify", total);
+        let mut hashes: Vec<Option<ChunkHash>> = self.manifest.chunks().to_vec();
+        let mut bad: Option<Range<usize>> = None;
+        let mut done = 0u64;
+        let new_worker = || {
+            Ok(|_: usize, bytes: &[u8]| {
+                Ok(if is_zero(bytes) {
+                    ChunkHash::of_zeros(bytes.len())
+                } else {
+                    ChunkHash::of(bytes)
+                })
+            })
+        };
+        let never = AtomicBool::new(false);
+        scan(
+            self.device,
+            layout,
+            layout.stripes(ranges.into_iter()),
+            Crew {
+                workers: self.opts.threads(),
+                abort: &never,
+                tick: self.opts.progress_interval,
+            },
+            &new_worker,
+            &mut |stripe| {
+                if let Some((range, got)) = stripe {
+                    done += layout.bytes(&range);
+                    for (i, h) in range.zip(got) {
+                        if h != self.manifest.chunk_hash(i) {
+                            bad = Some(match bad.take() {
+                                Some(b) => b.start..i + 1,
+                                None => i..i + 1,
+                            });
+                        }
+                        hashes[i] = Some(h);
+                    }
+                }
+                meter.set(done);
+                Ok(())
+            },
+        )
+        .map_err(|e| ("verify", e))?;
+        meter.finish(done);
+        let root = Manifest::new(layout.size, self.manifest.chunk_size(), hashes)
+            .map_err(|e| ("verify", e))?
+            .root();
+        if root == self.manifest.root() && bad.is_none() {
+            return Ok(());
+        }
+        let what = match bad {
+            Some(r) => format!(
+                "chunks {}..{} (bytes {}..{})",
+                r.start,
+                r.end,
+                layout.offset(r.start),
+                layout.end(r.end - 1)
+            ),
+            None => "the root hash".to_string(),
+        };
+        Err((
+            "verify",
+            Error::internal(format!(
+                "the disk does not match the image after writing: {what} read back wrong"
+            )),
+        ))
+    }
+}
