@@ -3,12 +3,14 @@
 //! adapters (they pass the same conformance suites) and are used for fast
 //! tests and as the reference for what each contract means.
 
+mod block;
 mod chunks;
 mod meta;
 mod system;
 
 use std::sync::Arc;
 
+pub use block::{BlockStats, MemoryBlockDevice};
 pub use chunks::MemoryChunkStore;
 pub use meta::MemoryMetadataStore;
 pub use system::{OsEntropy, SeededEntropy, SystemClock, TickingClock};
