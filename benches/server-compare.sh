@@ -26,6 +26,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release -q -p baas-server
 BIN=target/release/baas-server
 work=$(mktemp -d)
+chmod 755 "$work"   # nginx's workers run as nobody
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -37,6 +38,7 @@ make_image() { truncate -s "${2}M" "$1"; for ((i = 0; i < $2 / 16; i++)); do
 img="$work/image.img"; make_image "$img" "$SIZE_MIB"
 big="$work/big.img"; make_image "$big" "$BIG_MIB"
 bytes=$((SIZE_MIB << 20))
+chmod 644 "$img" "$big"
 
 # nginx: the file, a small static file, and a sink that reads and drops bodies.
 nport=$(free_port)
@@ -85,11 +87,19 @@ echo "| transfer ($SIZE_MIB MiB, 25% data, loopback) | median | range |"
 echo "|---|---:|---:|"
 up_ng=$(for _ in $(seq "$RUNS"); do secs "127.0.0.1:$nport/sink" /dev/null -X POST -T "$img" -H 'Content-Type: application/octet-stream'; echo; done | median)
 report "curl upload to an nginx sink" "$up_ng"
-up_baas=$(for _ in $(seq "$RUNS"); do secs "$base/api/v1/images/$uuid/versions" /dev/null "${auth[@]}" -X POST -T "$img" -H 'Content-Type: application/octet-stream'; echo; done | median)
-report "upload to baas-server (raw body)" "$up_baas"
+# Each run uploads new data (fresh random 25%), so nothing is deduplicated;
+# then the same image again, which the chunk store deduplicates.
+fresh_runs() { for r in $(seq "$RUNS"); do
+  other="$work/fresh-$r.img"; make_image "$other" "$SIZE_MIB"
+  secs "$base/api/v1/images/$uuid/versions" /dev/null "${auth[@]}" -X POST -T "$other" -H 'Content-Type: application/octet-stream'; echo
+  rm -f "$other"; done; }
+up_baas=$(fresh_runs | median)
+report "upload of new data to baas-server (raw body)" "$up_baas"
+up_again=$(for _ in $(seq "$RUNS"); do secs "$base/api/v1/images/$uuid/versions" /dev/null "${auth[@]}" -X POST -T "$img" -H 'Content-Type: application/octet-stream'; echo; done | median)
+report "upload of an image already stored (deduplicated)" "$up_again"
 dn_ng=$(for _ in $(seq "$RUNS"); do secs "127.0.0.1:$nport/image.img"; echo; done | median)
 report "curl download from nginx" "$dn_ng"
-dn_baas=$(for _ in $(seq "$RUNS"); do secs "$base/api/v1/images/$uuid/versions/1/content" /dev/null "${auth[@]}"; echo; done | median)
+dn_baas=$(for _ in $(seq "$RUNS"); do secs "$base/api/v1/images/$uuid/versions/latest/content" /dev/null "${auth[@]}"; echo; done | median)
 report "curl download from baas-server" "$dn_baas"
 ratio() { awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN { printf "%.2f", b / a }'; }
 echo

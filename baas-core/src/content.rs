@@ -382,8 +382,26 @@ impl FrameEncoder {
         })
     }
 
-    /// The frame for `data` (see [`encode_frame`]).
+    /// The frame for `data` (see [`encode_frame`]). Chunks whose first 4 KiB
+    /// do not compress (already compressed or encrypted data) are stored
+    /// raw without compressing the rest: most of an import's CPU otherwise
+    /// goes into compressing what will not shrink.
     pub fn encode(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        const SAMPLE: usize = 4096;
+        if data.len() >= 4 * SAMPLE {
+            self.scratch.clear();
+            self.scratch.reserve(zstd::zstd_safe::compress_bound(SAMPLE));
+            let n = self
+                .compressor
+                .compress_to_buffer(&data[..SAMPLE], &mut self.scratch)
+                .map_err(|e| Error::internal("compressing a chunk failed").with_source(e))?;
+            if n + SAMPLE / 32 >= SAMPLE {
+                let mut out = Vec::with_capacity(1 + data.len());
+                out.push(FRAME_RAW);
+                out.extend_from_slice(data);
+                return Ok(out);
+            }
+        }
         self.scratch.clear();
         self.scratch
             .reserve(zstd::zstd_safe::compress_bound(data.len()));
