@@ -374,6 +374,8 @@ pub enum Mode {
     /// Let requests reach the server but drop the next `n` answers
     /// (closing those connections).
     LoseAnswers(u32),
+    /// Relay this many more bytes from the server, then go `Down`.
+    StallAfter(u64),
 }
 
 /// A loopback TCP proxy in front of the server.
@@ -498,6 +500,18 @@ fn relay(client: TcpStream, server: TcpStream, mode: Arc<Mutex<Mode>>, broken: A
                     broken.fetch_add(1, Ordering::Relaxed);
                     0
                 } else {
+                    k
+                }
+            }
+            Mode::StallAfter(left) => {
+                let k = left.min(n as u64) as usize;
+                if (k as u64) == left {
+                    *m = Mode::Down;
+                    let _ = to.write_all(&buf[..k]);
+                    broken.fetch_add(1, Ordering::Relaxed);
+                    0
+                } else {
+                    *m = Mode::StallAfter(left - k as u64);
                     k
                 }
             }
