@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 pub mod config;
 pub mod console;
 pub mod logship;
+pub mod reporter;
 pub mod system;
 
 use config::Config;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use baas_agent::config::Config;
 use baas_agent::console::Console;
+use baas_agent::reporter::Reporting;
 use baas_agent::system::System;
 use baas_agent::{logship, Agent, RunOptions};
 use baas_client_http::{HttpAgentLink, HttpLinkConfig};
@@ -143,13 +144,16 @@ fn main() -> anyhow::Result<()> {
         &config.token,
         HttpLinkConfig::default(),
     )?;
+    let http = link.clone();
     let link: Arc<dyn baas_core::ports::AgentLink> = Arc::new(link);
     let shipper = Arc::new(shipper);
     shipper.start(link.clone());
+    // Progress goes to the server from its own thread, at most once a
+    // second; the console gets every report.
+    let reporting = Reporting::new(link, Duration::from_secs(1));
     let flash = FlashOptions {
         workers: cli.run.workers.unwrap_or(FlashOptions::default().workers),
         fetch_batch: cli.run.batch,
-        progress_interval: Duration::from_secs(1),
         ..FlashOptions::default()
     };
     let reboot = (!cli.run.no_reboot).then(|| {
@@ -162,7 +166,7 @@ fn main() -> anyhow::Result<()> {
     let root = config.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     tracing::info!(server = %config.server, mac = %config.mac, "baas-agent {} starting", env!("CARGO_PKG_VERSION"));
     let agent = Agent {
-        link,
+        link: Arc::new(reporting.clone()),
         system: System::new(root),
         config,
         options: RunOptions {
@@ -175,6 +179,17 @@ fn main() -> anyhow::Result<()> {
         logs: shipper.clone(),
     };
     let ending = agent.run();
+    reporting.close();
+    let s = http.stats();
+    tracing::info!(
+        requests = s.requests,
+        retries = s.retries,
+        bytes_received = s.bytes_received,
+        bytes_sent = s.bytes_sent,
+        frame_bytes_received = s.frame_bytes_received,
+        frame_bytes_sent = s.frame_bytes_sent,
+        "link totals"
+    );
     shipper.flush(Duration::from_secs(5));
     let ending = ending?;
     tracing::info!(?ending, "baas-agent exits");

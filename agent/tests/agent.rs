@@ -112,6 +112,15 @@ fn the_binary_flashes_then_the_next_boot_captures() {
     );
     let j = lab.job(&job);
     assert_eq!(j["state"], "running", "{j}");
+    let p = &j["progress"];
+    assert!(
+        p["bytes_total"].as_u64() > Some(0),
+        "progress reached the server: {j}"
+    );
+    assert_eq!(
+        p["bytes_done"], p["bytes_total"],
+        "the last report is sent: {j}"
+    );
     let m = lab
         .get(&format!("/api/v1/machines/{machine_id}"), &lab.admin)
         .json(200);

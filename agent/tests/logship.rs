@@ -1,11 +1,14 @@
-//! Log shipping: logging never waits for the server; a full queue drops
-//! lines and says how many; lines go to the job that was current when they
-//! were logged; a server that refuses them costs nothing but the lines.
+//! What the agent sends from background threads. Log shipping: logging
+//! never waits for the server; a full queue drops lines and says how many;
+//! lines go to the job that was current when they were logged; a server
+//! that refuses them costs nothing but the lines. Progress: reports never
+//! wait for the server, are throttled, and the last one is sent.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baas_agent::logship;
+use baas_agent::reporter::Reporting;
 use baas_core::content::{ChunkHash, Manifest};
 use baas_core::model::*;
 use baas_core::ports::AgentLink;
@@ -16,6 +19,7 @@ use tracing_subscriber::layer::SubscriberExt;
 #[derive(Debug, Default)]
 struct Recorder {
     calls: Mutex<Vec<(Option<JobId>, Vec<String>)>>,
+    progress: Mutex<Vec<(JobId, u64)>>,
     refuse: bool,
 }
 
@@ -50,8 +54,12 @@ impl AgentLink for Recorder {
     fn commit_capture(&self, _: UploadId) -> Result<Version> {
         no()
     }
-    fn progress(&self, _: JobId, _: &Progress) -> Result<()> {
-        no()
+    fn progress(&self, job: JobId, p: &Progress) -> Result<()> {
+        self.progress
+            .lock()
+            .expect("lock")
+            .push((job, p.bytes_done));
+        Ok(())
     }
     fn advance(&self, _: JobId, _: JobState, _: &str) -> Result<Job> {
         no()
@@ -131,4 +139,39 @@ fn a_server_that_refuses_logs_costs_only_the_lines() {
     });
     shipper.flush(Duration::from_secs(10));
     assert!(shipper.dropped() >= 10, "{}", shipper.dropped());
+}
+
+#[test]
+fn progress_reports_are_throttled_and_the_last_one_is_sent() {
+    let link = Arc::new(Recorder::default());
+    let reporting = Reporting::new(link.clone(), Duration::from_secs(30));
+    let job = JobId(
+        "0192d4e0-0000-7000-8000-000000000002"
+            .parse()
+            .expect("uuid"),
+    );
+    for done in 1..=100 {
+        reporting
+            .progress(
+                job,
+                &Progress {
+                    phase: "flash".into(),
+                    bytes_done: done,
+                    bytes_total: 100,
+                    rate: 0,
+                },
+            )
+            .expect("never fails");
+    }
+    reporting.close();
+    let t = std::time::Instant::now();
+    loop {
+        let sent = link.progress.lock().expect("lock").clone();
+        if sent.last() == Some(&(job, 100)) {
+            assert!(sent.len() <= 2, "throttled: {sent:?}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{sent:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
