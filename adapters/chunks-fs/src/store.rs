@@ -78,6 +78,10 @@ impl Hooks {
 /// `syncfs` instead of one fsync each.
 const SYNCFS_THRESHOLD: usize = 32;
 
+/// Above this many dirty fan-out directories, `sync` makes them durable
+/// with one `syncfs` instead of one fsync each.
+const DIR_SYNCFS_THRESHOLD: usize = 8;
+
 /// Default of [`FsChunkStore::with_stale_age`].
 const DEFAULT_STALE_AGE: Duration = Duration::from_secs(60);
 
@@ -189,6 +193,66 @@ impl FsChunkStore {
         for (temp, hash) in staged {
             self.install(temp, hash)
                 .map_err(|e| io_unavailable(format!("storing chunk {hash} failed"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the renames and creations since the last call durable: the
+    /// fan-out directories (and the root) marked dirty. A few are fsynced
+    /// one by one; more get one `syncfs`, which writes every dirty
+    /// directory back with a single device flush (an import dirties all
+    /// 256 per batch, and 256 fsyncs cost far more than one flush).
+    fn sync_dirs(&self) -> Result<()> {
+        let root = self.root_dirty.swap(false, Ordering::AcqRel);
+        // Clear before syncing: a rename that lands after the clear marks
+        // the directory again, for the next sync.
+        let dirs: Vec<u8> = (0..=u8::MAX)
+            .zip(self.dirty.iter())
+            .filter(|(_, flag)| flag.swap(false, Ordering::AcqRel))
+            .map(|(byte, _)| byte)
+            .collect();
+        let restore = |from: usize| {
+            if root {
+                self.root_dirty.store(true, Ordering::Release);
+            }
+            for byte in &dirs[from..] {
+                self.mark_dirty(*byte);
+            }
+        };
+        if dirs.len() > DIR_SYNCFS_THRESHOLD {
+            // Fan-out directories are plain subdirectories of the root, on
+            // its filesystem: one syncfs covers them all, the root too.
+            let synced = File::open(self.layout.root())
+                .and_then(|f| rustix::fs::syncfs(&f).map_err(io::Error::from));
+            if let Err(e) = synced {
+                restore(0);
+                return Err(io_unavailable(
+                    "syncing the chunk store's directories failed".to_string(),
+                    e,
+                ));
+            }
+            return Ok(());
+        }
+        if root {
+            if let Err(e) = fsync_dir(self.layout.root()) {
+                restore(0);
+                return Err(io_unavailable(
+                    "syncing the chunk store directory failed".to_string(),
+                    e,
+                ));
+            }
+        }
+        for (i, byte) in dirs.iter().enumerate() {
+            if let Err(e) = fsync_dir(&self.layout.fanout_dir(*byte)) {
+                restore(i);
+                return Err(io_unavailable(
+                    format!(
+                        "syncing chunk directory {} failed",
+                        layout::fanout_name(*byte)
+                    ),
+                    e,
+                ));
+            }
         }
         Ok(())
     }
@@ -512,32 +576,7 @@ impl ChunkStore for FsChunkStore {
             }
             return Err(e);
         }
-        if self.root_dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = fsync_dir(self.layout.root()) {
-                self.root_dirty.store(true, Ordering::Release);
-                return Err(io_unavailable(
-                    "syncing the chunk store directory failed".to_string(),
-                    e,
-                ));
-            }
-        }
-        for (byte, flag) in (0..=u8::MAX).zip(self.dirty.iter()) {
-            // Clear before syncing: a rename that lands after the clear
-            // marks the directory again, for the next sync.
-            if flag.swap(false, Ordering::AcqRel) {
-                if let Err(e) = fsync_dir(&self.layout.fanout_dir(byte)) {
-                    flag.store(true, Ordering::Release);
-                    return Err(io_unavailable(
-                        format!(
-                            "syncing chunk directory {} failed",
-                            layout::fanout_name(byte)
-                        ),
-                        e,
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.sync_dirs()
     }
 
     fn sweep(
