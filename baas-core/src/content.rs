@@ -390,7 +390,8 @@ impl FrameEncoder {
         const SAMPLE: usize = 4096;
         if data.len() >= 4 * SAMPLE {
             self.scratch.clear();
-            self.scratch.reserve(zstd::zstd_safe::compress_bound(SAMPLE));
+            self.scratch
+                .reserve(zstd::zstd_safe::compress_bound(SAMPLE));
             let n = self
                 .compressor
                 .compress_to_buffer(&data[..SAMPLE], &mut self.scratch)
