@@ -19,10 +19,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let chunks: Vec<&[u8]> = data.chunks(CHUNK_SIZE as usize).collect();
     let entries: Vec<Option<ChunkHash>> = chunks
         .iter()
-        .map(|c| if is_zero(c) { None } else { Some(ChunkHash::of(c)) })
+        .map(|c| {
+            if is_zero(c) {
+                None
+            } else {
+                Some(ChunkHash::of(c))
+            }
+        })
         .collect();
-    let by_hash: std::collections::HashMap<ChunkHash, usize> =
-        entries.iter().enumerate().filter_map(|(i, h)| h.map(|h| (h, i))).collect();
+    let by_hash: std::collections::HashMap<ChunkHash, usize> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.map(|h| (h, i)))
+        .collect();
     let manifest = Manifest::new(data.len() as u64, CHUNK_SIZE, entries.clone())?;
     let encoded = manifest.encode();
     let mut sent = encoded.len() as u64;
@@ -31,7 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .header("Content-Type", "application/octet-stream")
         .send(&encoded[..])?;
     let view: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
-    let upload = view["upload_id"].as_str().ok_or("no upload_id")?.to_string();
+    let upload = view["upload_id"]
+        .as_str()
+        .ok_or("no upload_id")?
+        .to_string();
     let missing: Vec<ChunkHash> = view["missing"]
         .as_array()
         .ok_or("no missing list")?
@@ -59,7 +71,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         data.len(),
         sent as f64 * 100.0 / data.len().max(1) as f64,
         missing.len(),
-        version["number"].as_u64().or(version["version"]["number"].as_u64()).unwrap_or(0)
+        version["number"]
+            .as_u64()
+            .or(version["version"]["number"].as_u64())
+            .unwrap_or(0)
     );
     Ok(())
 }
