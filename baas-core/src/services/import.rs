@@ -150,7 +150,26 @@ impl Baas {
         type Done = Result<(usize, Option<ChunkHash>, u64, Vec<u8>)>;
         let (done_tx, done_rx) = channel::<Done>();
 
+        // Periodic syncs run on their own thread, so that reading and
+        // storing go on while a batch is flushed. A request made while one
+        // is pending is folded into it.
+        // Its failure travels like a worker's, so the reader, which waits
+        // for every sender to go, always sees it.
+        let (sync_tx, sync_rx) = sync_channel::<()>(1);
+
         std::thread::scope(|s| {
+            {
+                let (done_tx, failed) = (done_tx.clone(), &failed);
+                s.spawn(move || {
+                    for () in sync_rx.iter() {
+                        if let Err(e) = self.chunks.sync() {
+                            let _ = done_tx.send(Err(e));
+                            failed.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                });
+            }
             for _ in 0..workers {
                 let done_tx = done_tx.clone();
                 let (work_rx, seen, failed) = (&work_rx, &seen, &failed);
@@ -236,8 +255,9 @@ impl Baas {
                 index += 1;
                 if index % SYNC_EVERY == 0 {
                     // Bound what the chunk store holds staged, and let
-                    // concurrent imports see these chunks.
-                    self.chunks.sync()?;
+                    // concurrent imports see these chunks. (The sync
+                    // before the commit is `finish_session`'s.)
+                    let _ = sync_tx.try_send(());
                 }
                 if index % 1024 == 0 {
                     let now = self.clock.now();
@@ -253,6 +273,7 @@ impl Baas {
             if read_result.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
+            drop(sync_tx);
             drop(work_tx);
             for r in done_rx.iter() {
                 take(r, &mut entries, &mut pool, &mut first_error);
@@ -261,6 +282,7 @@ impl Baas {
             if let Some(e) = first_error {
                 return Err(e);
             }
+
             entries.resize(index, None);
             let manifest = Manifest::new(total, CHUNK_SIZE, entries)?;
             Ok((manifest, added))
