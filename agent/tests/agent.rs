@@ -360,3 +360,40 @@ fn the_kernel_command_line_configures_the_agent() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("nvme0n1p2 "), "{text}");
 }
+
+#[test]
+fn frames_corrupted_in_transit_are_fetched_again_and_never_written() {
+    let lab = Lab::new();
+    let machine_id = lab.machine(MAC);
+    let size = 4 << 20;
+    let image = lab.image("disk", size as u64);
+    let data = disk_image(size, 31);
+    lab.upload(&image, &data);
+    let tree = Tree::nvme_machine();
+    let disk = tree.path("disk.img");
+    std::fs::write(&disk, vec![0u8; size]).expect("disk");
+    let proxy = Proxy::start(lab.port);
+    let config = write_config(
+        lab.dir.path(),
+        &proxy.base(),
+        &lab.agent_token(&machine_id),
+        tree.root(),
+        &[("first", &disk)],
+    );
+    let job = lab.queue(&machine_id, &image, 1, "first", false);
+    proxy.set(Mode::CorruptFrames(2));
+    let log = ok(agent(&config, &["--once", "--no-reboot", "--batch", "4"])
+        .output()
+        .expect("run the agent"));
+    assert_eq!(proxy.broken.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(std::fs::read(&disk).expect("disk"), data);
+    assert_eq!(lab.job(&job)["state"], "running");
+    // Every data chunk once, and the two corrupted ones again.
+    let received: u64 = log
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("frame_bytes_received="))
+        .and_then(|v| v.parse().ok())
+        .expect("link totals in the log");
+    let once = (size as u64 / 4 / u64::from(CHUNK_SIZE)) * (u64::from(CHUNK_SIZE) + 1);
+    assert!(received > once, "{received} <= {once}: no refetch?");
+}

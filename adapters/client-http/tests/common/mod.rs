@@ -376,6 +376,28 @@ pub enum Mode {
     LoseAnswers(u32),
     /// Relay this many more bytes from the server, then go `Down`.
     StallAfter(u64),
+    /// Flip one byte 4 KiB into the body of the next `n` binary answers
+    /// longer than that (chunk frames): corruption in transit.
+    CorruptFrames(u32),
+}
+
+/// Where in a binary answer's body `CorruptFrames` flips a byte.
+const CORRUPT_AT: u64 = 4096;
+
+/// If `buf` holds the head of a binary answer with a body longer than
+/// [`CORRUPT_AT`], the offset in `buf` of the byte to flip (which may lie
+/// beyond `buf`).
+fn corrupt_target(buf: &[u8]) -> Option<u64> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") || !head.contains("application/octet-stream") {
+        return None;
+    }
+    let len: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    (len > CORRUPT_AT).then_some(end as u64 + CORRUPT_AT)
 }
 
 /// A loopback TCP proxy in front of the server.
@@ -478,14 +500,35 @@ fn relay(client: TcpStream, server: TcpStream, mode: Arc<Mutex<Mode>>, broken: A
     // Server to client: where the faults happen.
     let (mut from, mut to) = (server, client);
     let mut buf = vec![0u8; 16 * 1024];
+    // With `CorruptFrames`: bytes until the one to flip, on this connection.
+    let mut armed: Option<u64> = None;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let mut m = mode.lock().expect("mode");
+        if let Mode::CorruptFrames(left) = *m {
+            if armed.is_none() && left > 0 {
+                armed = corrupt_target(&buf[..n]);
+            }
+            if let Some(k) = armed {
+                if k < n as u64 {
+                    buf[k as usize] ^= 0xFF;
+                    armed = None;
+                    broken.fetch_add(1, Ordering::Relaxed);
+                    *m = if left > 1 {
+                        Mode::CorruptFrames(left - 1)
+                    } else {
+                        Mode::Pass
+                    };
+                } else {
+                    armed = Some(k - n as u64);
+                }
+            }
+        }
         let pass = match *m {
-            Mode::Pass => n,
+            Mode::Pass | Mode::CorruptFrames(_) => n,
             Mode::Down => 0,
             Mode::CutAfter(left) => {
                 let k = left.min(n as u64) as usize;
