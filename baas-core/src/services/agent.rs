@@ -10,6 +10,10 @@ use crate::model::*;
 use crate::ports::{AgentLink, UploadSession, MAX_CHUNKS_PER_CALL};
 use crate::{Error, Result};
 
+/// How many versions' chunk sets [`Baas::chunk_set`] keeps (a few jobs
+/// flashing at once; each set is about 40 bytes per chunk).
+const CHUNK_SET_CACHE: usize = 16;
+
 impl Baas {
     /// The active job `job` of the caller's machine and its entry `entry`.
     fn agent_entry(&self, actor: &Actor, job: JobId, entry: usize) -> Result<(Job, JobEntry)> {
@@ -36,6 +40,40 @@ impl Baas {
             .ok_or_else(|| Error::not_found(format!("version {} of image {}", e.version, e.image)))
     }
 
+    /// The distinct chunks of a version, cached: versions are immutable, and
+    /// an agent asks for a version's chunks in hundreds of batches, each of
+    /// which must be checked against the manifest.
+    fn chunk_set(
+        &self,
+        image: ImageId,
+        version: u32,
+    ) -> Result<std::sync::Arc<HashSet<ChunkHash>>> {
+        let key = (image, version);
+        if let Ok(cache) = self.chunk_sets.lock() {
+            if let Some((_, set)) = cache.iter().find(|(k, _)| *k == key) {
+                return Ok(set.clone());
+            }
+        }
+        let manifest = self
+            .meta
+            .manifest(image, version)?
+            .ok_or_else(|| Error::not_found(format!("version {version} of image {image}")))?;
+        let set = std::sync::Arc::new(
+            manifest
+                .chunks()
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<HashSet<_>>(),
+        );
+        if let Ok(mut cache) = self.chunk_sets.lock() {
+            cache.retain(|(k, _)| *k != key);
+            cache.insert(0, (key, set.clone()));
+            cache.truncate(CHUNK_SET_CACHE);
+        }
+        Ok(set)
+    }
+
     /// Stored frames of chunks of entry `entry`'s version, in order. Every
     /// hash must be in that manifest.
     pub fn agent_chunks(
@@ -50,8 +88,8 @@ impl Baas {
                 "at most {MAX_CHUNKS_PER_CALL} chunks per call"
             )));
         }
-        let manifest = self.agent_manifest(actor, job, entry)?;
-        let known: HashSet<ChunkHash> = manifest.distinct_chunks().into_iter().collect();
+        let (_, e) = self.agent_entry(actor, job, entry)?;
+        let known = self.chunk_set(e.image, e.version)?;
         hashes
             .iter()
             .map(|h| {

@@ -87,7 +87,15 @@ pub struct Baas {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     config: Arc<Config>,
+    /// Recently used versions' chunk sets, most recent first (see
+    /// `agent::chunk_set`).
+    chunk_sets: Arc<std::sync::Mutex<ChunkSets>>,
 }
+
+type ChunkSets = Vec<(
+    (ImageId, u32),
+    Arc<std::collections::HashSet<crate::content::ChunkHash>>,
+)>;
 
 impl Baas {
     /// Services over `ports` with `config`.
@@ -99,6 +107,7 @@ impl Baas {
             clock: ports.clock,
             entropy: ports.entropy,
             config: Arc::new(config),
+            chunk_sets: Arc::default(),
         }
     }
 
