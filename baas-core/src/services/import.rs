@@ -249,7 +249,12 @@ impl Baas {
                     )));
                 }
                 buf.truncate(n);
-                if work_tx.send((index, buf)).is_err() {
+                if is_zero(&buf) {
+                    // A hole (most of a typical image): checked here, as
+                    // fast as handing it to a worker, and the manifest
+                    // entry stays `None`.
+                    pool.push(buf);
+                } else if work_tx.send((index, buf)).is_err() {
                     return Err(Error::internal("import workers stopped"));
                 }
                 index += 1;
