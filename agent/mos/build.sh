@@ -117,7 +117,9 @@ echo "hosts: files dns" > "$S/etc/nsswitch.conf"
 echo "127.0.0.1 localhost" > "$S/etc/hosts"
 
 # Kernel modules: QEMU's virtio devices, then the storage and NICs of real lab machines.
-# Their dependencies come from modprobe --show-depends on the depmod'ed tree.
+# Their dependencies come from modprobe --show-depends on the depmod'ed tree. /init loads the
+# drivers of the devices present (by modalias) and this whole list only when no NIC shows up.
+# NICs that need firmware (r8169, bnx2x, ...) lack it: firmware-* packages are non-free.
 MODULES=(
   virtio_pci virtio_net virtio_blk virtio_scsi
   nvme ahci ata_piix sd_mod mpt3sas megaraid_sas
