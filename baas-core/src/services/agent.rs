@@ -14,6 +14,12 @@ use crate::{Error, Result};
 /// flashing at once; each set is about 40 bytes per chunk).
 const CHUNK_SET_CACHE: usize = 16;
 
+/// Threads that read the chunks of one [`Baas::agent_chunks`] call.
+const CHUNK_READERS: usize = 8;
+
+/// Fewest chunks worth a reader thread of their own.
+const CHUNK_READERS_MIN_SHARE: usize = 8;
+
 impl Baas {
     /// The active job `job` of the caller's machine and its entry `entry`.
     fn agent_entry(&self, actor: &Actor, job: JobId, entry: usize) -> Result<(Job, JobEntry)> {
@@ -90,22 +96,42 @@ impl Baas {
         }
         let (_, e) = self.agent_entry(actor, job, entry)?;
         let known = self.chunk_set(e.image, e.version)?;
-        hashes
-            .iter()
-            .map(|h| {
-                if !known.contains(h) {
-                    return Err(Error::not_found(format!(
-                        "chunk {h} in entry {entry} of job {job}"
-                    )));
-                }
-                self.chunks.get(h).map_err(|e| match e.kind() {
-                    crate::ErrorKind::NotFound => Error::internal(format!(
-                        "chunk {h} of a committed version is missing from the store"
-                    )),
-                    _ => e,
-                })
+        if let Some(h) = hashes.iter().find(|h| !known.contains(h)) {
+            return Err(Error::not_found(format!(
+                "chunk {h} in entry {entry} of job {job}"
+            )));
+        }
+        let get = |h: &ChunkHash| {
+            self.chunks.get(h).map_err(|e| match e.kind() {
+                crate::ErrorKind::NotFound => Error::internal(format!(
+                    "chunk {h} of a committed version is missing from the store"
+                )),
+                _ => e,
             })
-            .collect()
+        };
+        // Read on a few threads: one read at a time leaves a cold store's
+        // disk waiting on each small file in turn.
+        let per = hashes
+            .len()
+            .div_ceil(CHUNK_READERS)
+            .max(CHUNK_READERS_MIN_SHARE);
+        if hashes.len() <= per {
+            return hashes.iter().map(get).collect();
+        }
+        std::thread::scope(|s| {
+            let parts: Vec<_> = hashes
+                .chunks(per)
+                .map(|part| s.spawn(move || part.iter().map(get).collect::<Result<Vec<_>>>()))
+                .collect();
+            let mut frames = Vec::with_capacity(hashes.len());
+            for part in parts {
+                let got = part
+                    .join()
+                    .map_err(|_| Error::internal("a chunk reader panicked"))??;
+                frames.extend(got);
+            }
+            Ok(frames)
+        })
     }
 
     /// Starts the capture of entry `entry` of a job in `capturing`: a
