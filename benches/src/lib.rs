@@ -8,6 +8,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The clock e2fsprogs sees (`E2FSPROGS_FAKE_TIME`), so the same seed
+/// makes the same bytes.
+const FAKE_TIME: &str = "1764028800";
+
 /// Where generated images are cached.
 pub fn data_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
@@ -85,12 +89,18 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
 /// An ext4 image of `size` bytes holding about `fill` bytes of real files
 /// (picked with seed 0). Made once and cached.
 pub fn ext4_image(name: &str, size: u64, fill: u64) -> io::Result<PathBuf> {
+    ext4_image_seeded(name, size, fill, 0)
+}
+
+/// An ext4 image of `size` bytes holding about `fill` bytes of real files
+/// picked in the order `seed` fixes. Made once and cached under `name`.
+pub fn ext4_image_seeded(name: &str, size: u64, fill: u64, seed: u64) -> io::Result<PathBuf> {
     let path = data_dir().join(format!("{name}.img"));
     if path.exists() {
         return Ok(path);
     }
     let tree = tempfile::tempdir()?;
-    for (i, f) in system_files(0, fill).iter().enumerate() {
+    for (i, f) in system_files(seed, fill).iter().enumerate() {
         let dst = tree
             .path()
             .join(format!("d{:03}", i / 500))
@@ -105,11 +115,13 @@ pub fn ext4_image(name: &str, size: u64, fill: u64) -> io::Result<PathBuf> {
     file.set_len(size)?;
     drop(file);
     run(Command::new("mkfs.ext4")
+        .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
         .args([
             "-q",
             "-F",
             "-E",
-            "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+            "lazy_itable_init=0,lazy_journal_init=0,nodiscard,\
+             hash_seed=6e1a1b7e-0000-4000-8000-000000000002",
             "-U",
         ])
         .arg("6e1a1b7e-0000-4000-8000-000000000001")
@@ -134,7 +146,10 @@ pub fn add_file(image: &Path, generation: u32, bytes: u64) -> io::Result<()> {
     }
     blob.flush()?;
     let name = format!("write {} /new-{generation}.bin", blob.path().display());
-    run(Command::new("debugfs").args(["-w", "-R", &name]).arg(image))?;
+    run(Command::new("debugfs")
+        .env("E2FSPROGS_FAKE_TIME", FAKE_TIME)
+        .args(["-w", "-R", &name])
+        .arg(image))?;
     let _ = written;
     Ok(())
 }

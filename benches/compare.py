@@ -1,0 +1,807 @@
+#!/usr/bin/env python3
+"""BAAS against its peers, every comparison in one run on the same data.
+
+Run through `benches/compare.sh` (which installs the tools and builds the
+release binaries); this file does the measuring and writes
+`benches/REPORT.md` and its plots.
+
+Every timed step runs RUNS times (default 3) on cold caches (as root) and is
+reported as median, min and max; every figure is also given as a ratio
+against a baseline measured in the same run. Bytes on the wire are read from
+the programs themselves: the agent's counters, rsync's `--stats`, nginx's
+access log (for bmaptool and casync over HTTP), curl's.
+
+Environment: SIZE_MIB (4096), RUNS (3), SEED (1), VERSIONS (10),
+COMPACT (1: also measure storage after `baas-server admin compact`),
+WRK_SECONDS (10), OUT (benches/REPORT.md), KEEP (keep the work directory).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REL = ROOT / "target" / "release"
+SERVER = REL / "baas-server"
+AGENT = REL / "baas-agent"
+DATA = REL / "compare-data"
+
+SIZE_MIB = int(os.environ.get("SIZE_MIB", "4096"))
+RUNS = int(os.environ.get("RUNS", "3"))
+SEED = int(os.environ.get("SEED", "1"))
+VERSIONS = int(os.environ.get("VERSIONS", "10"))
+COMPACT = os.environ.get("COMPACT", "1") == "1"
+WRK_SECONDS = int(os.environ.get("WRK_SECONDS", "10"))
+OUT = Path(os.environ.get("OUT", ROOT / "benches" / "REPORT.md"))
+STEP_TIMEOUT = int(os.environ.get("STEP_TIMEOUT", "900"))
+MAC = "52:54:00:c0:4a:01"
+MIB = 1 << 20
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(*args, check=True, capture=False, **kw):
+    args = [str(a) for a in args]
+    kw.setdefault("stdout", subprocess.PIPE if capture else subprocess.DEVNULL)
+    kw.setdefault("stderr", subprocess.PIPE if capture else None)
+    r = subprocess.run(args, check=False, timeout=STEP_TIMEOUT, text=True, **kw)
+    if check and r.returncode != 0:
+        err = r.stderr if capture else ""
+        raise RuntimeError(f"{' '.join(args)} exited {r.returncode}: {err}")
+    return r
+
+
+def timed(*args, **kw):
+    drop_caches()
+    t = time.monotonic()
+    r = sh(*args, **kw)
+    return time.monotonic() - t, r
+
+
+def drop_caches():
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def same(a, b):
+    return sh("cmp", "-s", a, b, check=False).returncode == 0
+
+
+def sparse_copy(src, dst):
+    sh("cp", "--sparse=always", src, dst)
+
+
+def fresh_disk(path):
+    Path(path).unlink(missing_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(SIZE_MIB * MIB)
+
+
+def du(path):
+    total = 0
+    for p in Path(path).rglob("*"):
+        if p.is_file():
+            total += p.stat().st_size
+    return total
+
+
+class Stat:
+    """Several runs of one measurement: seconds and bytes on the wire."""
+
+    def __init__(self, name, secs, wire=None):
+        self.name, self.secs, self.wire = name, list(secs), wire
+
+    @property
+    def med(self):
+        return statistics.median(self.secs)
+
+    def cell(self):
+        s = self.secs
+        if len(s) == 1:
+            return f"{s[0]:.2f}"
+        return f"{self.med:.2f} ({min(s):.2f}..{max(s):.2f})"
+
+
+class Lab:
+    """The servers every comparison talks to, all on 127.0.0.1."""
+
+    def __init__(self, work):
+        self.work = Path(work)
+        self.procs = []
+        self.www = self.work / "www"
+        self.www.mkdir()
+        (self.www / "small.json").write_text('{"job": null}\n')
+        self.access_log = self.work / "nginx-access.log"
+
+    def start_nginx(self):
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        d = self.work / "nginx"
+        d.mkdir()
+        self.nport = free_port()
+        temp = " ".join(
+            f"{k}_temp_path {d}/{k};" for k in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        )
+        (d / "nginx.conf").write_text(
+            f"""worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  log_format bytes '$bytes_sent';
+  access_log {self.access_log} bytes;
+  sendfile on; tcp_nopush on; keepalive_requests 100000;
+  {temp}
+  server {{
+    listen 127.0.0.1:{self.nport};
+    root {self.www};
+    location = /small.json {{ access_log off; }}
+    location /sink {{ client_max_body_size 0; access_log off; return 200 "ok\\n"; }}
+  }}
+}}
+"""
+        )
+        self.procs.append(subprocess.Popen([nginx, "-c", str(d / "nginx.conf"), "-g", "daemon off;"]))
+        self.wait_http(f"http://127.0.0.1:{self.nport}/small.json")
+
+    def nginx_bytes(self):
+        """Bytes nginx has sent since the last call."""
+        text = self.access_log.read_text() if self.access_log.exists() else ""
+        lines = text.splitlines()
+        start = getattr(self, "_log_mark", 0)
+        self._log_mark = len(lines)
+        return sum(int(x) for x in lines[start:] if x.strip().isdigit())
+
+    def start_rsyncd(self):
+        d = self.work / "rsyncd"
+        d.mkdir()
+        self.rport = free_port()
+        (d / "rsyncd.conf").write_text(
+            f"pid file = {d}/pid\nuse chroot = no\n[data]\npath = {self.www}\nread only = yes\nuid = root\ngid = root\n"
+        )
+        self.procs.append(
+            subprocess.Popen(
+                ["rsync", "--daemon", "--no-detach", f"--port={self.rport}", "--address=127.0.0.1", f"--config={d}/rsyncd.conf"]
+            )
+        )
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.rport)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("rsync daemon did not start")
+
+    def start_server(self, data_dir):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        err = open(self.work / "server.log", "ab")
+        self.server = subprocess.Popen(
+            [SERVER, "--data-dir", data_dir, "--bind", "127.0.0.1", "--port", str(self.port)],
+            stderr=err,
+            stdout=err,
+        )
+        self.procs.append(self.server)
+        self.wait_http(f"{self.base}/healthz")
+        self.token = (Path(data_dir) / "admin-token").read_text().strip()
+
+    def stop_server(self):
+        if self.server not in self.procs:
+            return
+        self.server.send_signal(signal.SIGTERM)
+        self.server.wait(timeout=60)
+        self.procs.remove(self.server)
+
+    @staticmethod
+    def wait_http(url):
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url, timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{url} did not answer")
+
+    def api(self, method, path, body=None, token=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {token or self.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=STEP_TIMEOUT) as r:
+            text = r.read()
+        return json.loads(text) if text else None
+
+    def upload(self, image, path):
+        """Uploads a file as the image's next version (curl, streamed);
+        returns (seconds, version json)."""
+        drop_caches()
+        t = time.monotonic()
+        r = sh(
+            "curl", "-sSf", "-X", "POST", "-H", f"Authorization: Bearer {self.token}", "-H",
+            "Content-Type: application/octet-stream", "-T", path,
+            f"{self.base}/api/v1/images/{image}/versions", capture=True,
+        )
+        return time.monotonic() - t, json.loads(r.stdout)
+
+    def close(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Agent:
+    """baas-agent on a file-backed disk, against the lab's server."""
+
+    def __init__(self, lab, work):
+        self.lab, self.work = lab, Path(work)
+        self.disk = self.work / "disk.img"
+        m = lab.api("POST", "/api/v1/machines", {"mac": MAC, "name": "compare", "arch": "x86_64"})
+        self.machine = m.get("id") or m["machine"]["id"]
+        tok = lab.api("POST", f"/api/v1/machines/{self.machine}/agent-token", {})
+        root = self.work / "root"
+        (root / "sys/block").mkdir(parents=True)
+        (root / "sys/class/net/eth0").mkdir(parents=True)
+        (root / "sys/class/net/eth0/address").write_text(MAC + "\n")
+        (root / "sys/class/net/eth0/type").write_text("1\n")
+        (root / "proc").mkdir()
+        for f in ["meminfo", "cpuinfo"]:
+            shutil.copy(f"/proc/{f}", root / "proc" / f)
+        self.config = self.work / "agent.toml"
+        self.config.write_text(
+            f'server = "{lab.base}"\nmac = "{MAC}"\ntoken = "{tok.get("secret") or tok["token"]}"\n'
+            f'root = "{root}"\n[disks]\n"first" = "{self.disk}"\n'
+        )
+        self.runs = 0
+
+    def queue(self, image, version, capture=False):
+        job = self.lab.api(
+            "POST",
+            f"/api/v1/machines/{self.machine}/jobs",
+            {"image_id": image, "version": version, "disk": "first", "capture": capture},
+        )
+        return job["id"]
+
+    def cancel(self, job):
+        self.lab.api("POST", f"/api/v1/jobs/{job}/cancel", {})
+
+    def run(self):
+        """One agent pass (`--once`): seconds and its counters."""
+        self.runs += 1
+        logf = self.work / f"agent-{self.runs}.log"
+        with open(logf, "w") as err:
+            secs, _ = timed(AGENT, "--config", self.config, "--once", "--no-reboot", "--log", "info", stderr=err)
+        text = logf.read_text()
+
+        def field(name):
+            found = re.findall(rf"(?:^|\s){name}=(\d+)", text)
+            return int(found[-1]) if found else 0
+
+        return secs, {k: field(k) for k in ["frame_bytes_received", "frame_bytes_sent", "bytes_sent", "bytes_received"]}
+
+    def flash(self, image, version):
+        job = self.queue(image, version)
+        secs, c = self.run()
+        self.cancel(job)
+        return secs, c
+
+
+def median3(f, runs=RUNS):
+    """Runs f() `runs` times; f returns (seconds, bytes)."""
+    secs, wire = [], []
+    for _ in range(runs):
+        s, b = f()
+        secs.append(s)
+        wire.append(b)
+    return secs, statistics.median(wire) if wire and wire[0] is not None else None
+
+
+def render(raw):
+    """Writes the report again from a results.json of an earlier run."""
+    r = json.loads(Path(raw).read_text())
+    for key in ["full", "ab", "ac", "capture", "server"]:
+        for name, v in r[key].items():
+            if isinstance(v, dict):
+                r[key][name] = Stat(v["name"], v["secs"], v["wire"])
+    write_report(r, None)
+
+
+def main():
+    if sys.argv[1:2] == ["--render"]:
+        render(sys.argv[2])
+        return
+    for tool in ["bmaptool", "rsync", "casync", "zstd", "curl", "wrk", "gnuplot", "debugfs"]:
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"compare.py: missing {tool} (run benches/compare.sh, which installs it)")
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="baas-compare.", dir=os.environ.get("TMPDIR", "/var/tmp")))
+    os.chmod(work, 0o755)
+    lab = Lab(work)
+    try:
+        report = measure(lab, work)
+        report["total_seconds"] = time.monotonic() - started
+        raw = OUT.parent / "report" / "results.json"
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        raw.write_text(json.dumps(report, default=lambda o: o.__dict__, indent=1))
+        write_report(report, work)
+    finally:
+        lab.close()
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"kept {work}")
+
+
+def measure(lab, work):
+    size = SIZE_MIB * MIB
+    www = lab.www
+    a, b, c = www / "a.img", www / "b.img", www / "c.img"
+    log(f"data: {SIZE_MIB} MiB ext4 image, 25% real files, seed {SEED}")
+    t = time.monotonic()
+    sh(DATA, "base", a, SIZE_MIB, 25, SEED)
+    sparse_copy(a, b)
+    sh(DATA, "add-files", b, SEED * 1000 + 1, max(1, SIZE_MIB // 100))
+    sparse_copy(a, c)
+    sh(DATA, "scatter", c, SEED, 1)
+    data_secs = time.monotonic() - t
+    changed_b = sum(1 for _ in diff_blocks(a, b)) * 4096
+    changed_c = sum(1 for _ in diff_blocks(a, c)) * 4096
+    for f in [a, b, c]:
+        os.chmod(f, 0o644)
+    log("preparing the peers' formats (bmap, zstd, casync index and store)")
+    sh("bmaptool", "-q", "create", "-o", www / "a.bmap", a)
+    sh("zstd", "-q", "-1", "-T0", a, "-o", www / "a.img.zst")
+    castore = www / "castore"
+    for v in [b, c]:
+        sh("casync", "make", f"--store={castore}", www / f"{v.stem}.caibx", v)
+    lab.start_nginx()
+    lab.start_rsyncd()
+    lab.start_server(work / "data")
+    image = lab.api("POST", "/api/v1/images", {"name": "compare", "size": size})["image"]["id"]
+    log("uploading A, B and C to baas-server")
+    va = upload_number(lab, image, a)
+    vb = upload_number(lab, image, b)
+    vc = upload_number(lab, image, c)
+    agent = Agent(lab, work)
+    disk = agent.disk
+    r = {"size": size, "changed_b": changed_b, "changed_c": changed_c, "data_secs": data_secs, "runs": RUNS,
+         "seed": SEED, "versions": VERSIONS, "wrk_seconds": WRK_SECONDS,
+         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()[0]}
+
+    # 1. Full flash of A onto an empty disk.
+    log("full flash of A")
+
+    def agent_full():
+        fresh_disk(disk)
+        s, ctr = agent.flash(image, va)
+        assert same(a, disk), "disk differs from A after the agent's flash"
+        return s, ctr["frame_bytes_received"]
+
+    def dd_full():
+        disk.unlink(missing_ok=True)
+        s, _ = timed("dd", f"if={a}", f"of={disk}", "bs=4M", "conv=fsync", "status=none")
+        return s, size
+
+    def bmap_local():
+        fresh_disk(disk)
+        s, _ = timed("bmaptool", "-q", "copy", "--bmap", www / "a.bmap", a, disk)
+        return s, None
+
+    def bmap_http():
+        fresh_disk(disk)
+        lab.nginx_bytes()
+        s, _ = timed("bmaptool", "-q", "copy", "--bmap", www / "a.bmap", f"http://127.0.0.1:{lab.nport}/a.img.zst", disk)
+        return s, lab.nginx_bytes()
+
+    full = {}
+    for name, f in [("baas-agent", agent_full), ("dd bs=4M conv=fsync", dd_full),
+                    ("bmaptool copy (local)", bmap_local), ("bmaptool copy (HTTP, zstd)", bmap_http)]:
+        secs, wire = median3(f)
+        full[name] = Stat(name, secs, wire)
+    r["full"] = full
+
+    # 2./3. A -> B and A -> C on a disk holding A.
+    def on_a():
+        sparse_copy(a, disk)
+
+    def deltas(target, version, label):
+        log(f"A -> {label}")
+
+        def agent_delta():
+            on_a()
+            s, ctr = agent.flash(image, version)
+            assert same(target, disk), f"disk differs from {label} after the agent's delta"
+            return s, ctr["frame_bytes_received"]
+
+        def rsync():
+            on_a()
+            s, res = timed(
+                "rsync", "--inplace", "--no-whole-file", "-z", "--block-size=4096", "--stats",
+                f"rsync://127.0.0.1:{lab.rport}/data/{target.name}", disk, capture=True,
+            )
+            assert same(target, disk), f"disk differs from {label} after rsync"
+            got = re.search(r"Total bytes received: ([\d,]+)", res.stdout)
+            return s, int(got.group(1).replace(",", "")) if got else None
+
+        def casync():
+            # casync cannot extract in place here (its synchronizer fails
+            # with "Stale file handle" on the output): it reads the disk
+            # holding A as its seed and writes a new file.
+            on_a()
+            out = disk.with_name("casync-out.img")
+            out.unlink(missing_ok=True)
+            lab.nginx_bytes()
+            s, _ = timed(
+                "casync", "extract", f"--store=http://127.0.0.1:{lab.nport}/castore", f"--seed={disk}",
+                "--seed-output=no", f"http://127.0.0.1:{lab.nport}/{target.stem}.caibx", out,
+            )
+            assert same(target, out), f"output differs from {label} after casync"
+            out.unlink()
+            return s, lab.nginx_bytes()
+
+        out = {}
+        for name, f in [("baas-agent delta", agent_delta), ("rsync --inplace -z (block 4096)", rsync),
+                        ("casync extract, seeded", casync)]:
+            secs, wire = median3(f)
+            out[name] = Stat(name, secs, wire)
+        return out
+
+    r["ab"] = deltas(b, vb, "B")
+    r["ac"] = deltas(c, vc, "C")
+
+    # 4. Capture of an unchanged disk.
+    log("capture of an unchanged disk")
+
+    def capture():
+        on_a()
+        job = agent.queue(image, va, capture=True)
+        agent.run()  # nothing to write: the disk already holds A
+        s, ctr = agent.run()  # the next boot captures it
+        state = lab.api("GET", f"/api/v1/jobs/{job}")["state"]
+        assert state == "succeeded", f"the capture job ended {state}"
+        return s, ctr["bytes_sent"]
+
+    def dd_read():
+        s, _ = timed("dd", f"if={disk}", "of=/dev/null", "bs=4M", "status=none")
+        return s, None
+
+    secs, wire = median3(capture)
+    cap = {"baas-agent capture": Stat("baas-agent capture", secs, wire)}
+    secs, _ = median3(dd_read)
+    cap["dd read of the disk"] = Stat("dd read of the disk", secs)
+    r["capture"] = cap
+
+    # 5. Storage of 10 versions.
+    r["storage"] = storage(lab, work, a)
+
+    # 6.-8. The server against nginx.
+    r["server"] = server_side(lab, work, a)
+    return r
+
+
+def upload_number(lab, image, path):
+    _, v = lab.upload(image, path)
+    return v.get("number") or v["version"]["number"]
+
+
+def diff_blocks(x, y, block=4096):
+    with open(x, "rb") as f, open(y, "rb") as g:
+        i = 0
+        while True:
+            p, q = f.read(1 << 20), g.read(1 << 20)
+            if not p and not q:
+                return
+            for k in range(0, max(len(p), len(q)), block):
+                if p[k:k + block] != q[k:k + block]:
+                    yield i + k // block
+            i += len(p) // block
+
+
+def storage(lab, work, a):
+    """Bytes a fresh store holds after VERSIONS versions, each adding 1% new
+    files, against zstd copies and a casync store of the same versions."""
+    log(f"storage of {VERSIONS} versions")
+    lab.stop_server()
+    data = work / "data-storage"
+    lab.start_server(data)
+    v = work / "v.img"
+    sparse_copy(a, v)
+    image = lab.api("POST", "/api/v1/images", {"name": "storage", "size": SIZE_MIB * MIB})["image"]["id"]
+    store = work / "castore10"
+    zstd_one, zstd_all = 0, 0
+    for k in range(VERSIONS):
+        if k:
+            sh(DATA, "add-files", v, SEED * 1000 + 100 + k, max(1, SIZE_MIB // 100))
+        lab.upload(image, v)
+        z = int(sh("sh", "-c", f"zstd -3 -T0 -q -c {v} | wc -c", capture=True).stdout)
+        zstd_one = zstd_one or z
+        zstd_all += z
+        sh("casync", "make", f"--store={store}", work / f"v{k}.caibx", v)
+    lab.stop_server()
+
+    def stored():
+        return du(data / "chunks") + sum(p.stat().st_size for p in data.glob("*.sqlite3*"))
+
+    out = [("BAAS chunk store + metadata, as imported", stored(), None)]
+    if COMPACT:
+        log("compacting the chunk store (baas-server admin compact)")
+        t = time.monotonic()
+        sh(SERVER, "--data-dir", data, "admin", "compact")
+        out.append(("BAAS chunk store + metadata, after `baas-server admin compact`", stored(),
+                    time.monotonic() - t))
+    out += [("casync store (default chunking and compression)", du(store), None),
+            (f"{VERSIONS} zstd -3 copies", zstd_all, None), ("one zstd -3 version", zstd_one, None)]
+    return out
+
+
+def server_side(lab, work, a):
+    log("server transfers against nginx + curl")
+    size = SIZE_MIB * MIB
+    res = {}
+    curl = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total}"]
+
+    def up_sink():
+        drop_caches()
+        r = sh(*curl, "-X", "POST", "-T", a, "-H", "Content-Type: application/octet-stream",
+               f"http://127.0.0.1:{lab.nport}/sink", capture=True)
+        return float(r.stdout), size
+
+    peaks = []
+
+    def up_baas():
+        # A fresh server and data directory: A is new data to it.
+        lab.stop_server()
+        d = work / f"data-up-{len(peaks)}"
+        lab.start_server(d)
+        image = lab.api("POST", "/api/v1/images", {"name": "up", "size": size})["image"]["id"]
+        secs, _ = lab.upload(image, a)
+        status = Path(f"/proc/{lab.server.pid}/status").read_text()
+        peaks.append(int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) * 1024)
+        lab.image_up = image
+        return secs, size
+
+    def down_nginx():
+        drop_caches()
+        r = sh(*curl, f"http://127.0.0.1:{lab.nport}/a.img", capture=True)
+        return float(r.stdout), size
+
+    def down_baas():
+        drop_caches()
+        r = sh(*curl, "-H", f"Authorization: Bearer {lab.token}",
+               f"{lab.base}/api/v1/images/{lab.image_up}/versions/latest/content", capture=True)
+        return float(r.stdout), size
+
+    for name, f in [("curl upload to an nginx sink", up_sink), ("upload to baas-server", up_baas),
+                    ("curl download from nginx", down_nginx), ("curl download from baas-server", down_baas)]:
+        secs, wire = median3(f)
+        res[name] = Stat(name, secs, wire)
+    res["peak_rss"] = max(peaks)
+
+    # The agent's hot path against nginx's small static file.
+    mac = "52:54:00:c0:4a:02"
+    m = lab.api("POST", "/api/v1/machines", {"mac": mac, "name": "hot", "arch": "x86_64"})
+    mid = m.get("id") or m["machine"]["id"]
+    tok = lab.api("POST", f"/api/v1/machines/{mid}/agent-token", {})
+    tok = tok.get("secret") or tok["token"]
+
+    def rps(*args):
+        r = sh("wrk", "-t2", "-c32", f"-d{WRK_SECONDS}s", *args, capture=True)
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))
+
+    res["rps_nginx"] = rps(f"http://127.0.0.1:{lab.nport}/small.json")
+    res["rps_baas"] = rps("-H", f"Authorization: Bearer {tok}", f"{lab.base}/api/v1/agent/next-job?wait_ms=0")
+    return res
+
+
+def fmt_bytes(n):
+    if n is None:
+        return "-"
+    for unit, k in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]:
+        if n >= k:
+            return f"{n / k:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def ratio(x, y):
+    return f"{x / y:.2f}x" if y else "-"
+
+
+def write_report(r, work):
+    plots = OUT.parent / "report"
+    plots.mkdir(parents=True, exist_ok=True)
+    size = r["size"]
+    lines = []
+    w = lines.append
+    machine = f"{os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (1 << 30))} GiB"
+    w("# BAAS against its peers")
+    w("")
+    w(f"Written by `benches/compare.sh` on {r['when']}, "
+      f"{machine}, load average at the start {r['load']:.2f}; the whole run took "
+      f"{r['total_seconds'] / 60:.1f} min. Data: a {fmt_bytes(size)} ext4 image 25% full of real files "
+      f"(seed {r['seed']}); B adds {fmt_bytes(r['changed_b'])} of new files (contiguous); C rewrites "
+      f"{fmt_bytes(r['changed_c'])} as scattered 4 KiB blocks. Times are medians of {r['runs']} runs "
+      "(min..max) in seconds, caches dropped before each; every ratio is against a baseline of the same run.")
+    w("")
+    full = r["full"]
+    agent = full["baas-agent"]
+    w("## Full flash of A onto a file-backed disk")
+    w("")
+    w("| method | seconds | bytes on the wire | BAAS is faster by |")
+    w("| --- | ---: | ---: | ---: |")
+    for s in full.values():
+        w(f"| {s.name} | {s.cell()} | {fmt_bytes(s.wire)} | {ratio(s.med, agent.med) if s is not agent else '1.00x'} |")
+    w("")
+    w(f"Targets: faster than bmaptool over HTTP ({ratio(full['bmaptool copy (HTTP, zstd)'].med, agent.med)}), "
+      f"at least 2x faster than dd ({ratio(full['dd bs=4M conv=fsync'].med, agent.med)}).")
+    w("")
+    for key, label, changed in [("ab", "B (1% new files, contiguous)", r["changed_b"]),
+                                ("ac", "C (1% of 4 KiB blocks, scattered)", r["changed_c"])]:
+        d = r[key]
+        w(f"## A to {label}")
+        w("")
+        w("| method | seconds | bytes on the wire | bytes vs changed |")
+        w("| --- | ---: | ---: | ---: |")
+        w(f"| baas-agent full flash (from above) | {agent.cell()} | {fmt_bytes(agent.wire)} | {ratio(agent.wire, changed)} |")
+        for s in d.values():
+            w(f"| {s.name} | {s.cell()} | {fmt_bytes(s.wire)} | {ratio(s.wire, changed)} |")
+        w("")
+        w(f"Changed: {fmt_bytes(changed)} ({changed} bytes).")
+        w("")
+    cap = r["capture"]
+    c = cap["baas-agent capture"]
+    w("## Capture of an unchanged disk")
+    w("")
+    w("| method | seconds | bytes on the wire |")
+    w("| --- | ---: | ---: |")
+    for s in cap.values():
+        w(f"| {s.name} | {s.cell()} | {fmt_bytes(s.wire)} |")
+    w("")
+    w(f"Target: under 1 MiB uploaded ({c.wire} bytes in all requests).")
+    w("")
+    st = r["storage"]
+    one = st[-1][1]
+    w(f"## Storage of {r['versions']} versions (each adds 1% new files)")
+    w("")
+    w("| what | bytes | vs one zstd -3 version |")
+    w("| --- | ---: | ---: |")
+    for name, v, secs in st:
+        took = f" ({secs:.0f} s)" if secs else ""
+        w(f"| {name}{took} | {v:,} | {ratio(v, one)} |")
+    w("")
+    w("Target: at most 1.3x one compressed version.")
+    w("")
+    sv = r["server"]
+    w("## Server transfers over loopback")
+    w("")
+    w("| transfer | seconds | MB/s | vs curl+nginx |")
+    w("| --- | ---: | ---: | ---: |")
+    pairs = [("curl upload to an nginx sink", None), ("upload to baas-server", "curl upload to an nginx sink"),
+             ("curl download from nginx", None), ("curl download from baas-server", "curl download from nginx")]
+    for name, base in pairs:
+        s = sv[name]
+        rate = size / s.med / 1e6
+        w(f"| {name} | {s.cell()} | {rate:.0f} | {ratio(sv[base].med, s.med) if base else '1.00x'} |")
+    w("")
+    w(f"Agent hot path (next job, nothing queued): {sv['rps_baas']:.0f} req/s against nginx's small static file "
+      f"{sv['rps_nginx']:.0f} req/s ({ratio(sv['rps_baas'], sv['rps_nginx'])}; wrk -t2 -c32, {r['wrk_seconds']} s each).")
+    w("")
+    w(f"Server peak RSS during the upload of A: {fmt_bytes(sv['peak_rss'])} for a {fmt_bytes(size)} image "
+      "(target: at most 128 MiB).")
+    w("")
+    plot_files = plot(r, plots)
+    w("## Plots")
+    w("")
+    for f in plot_files:
+        w(f"![{f.stem}](report/{f.name})")
+        w("")
+    OUT.write_text("\n".join(lines) + "\n")
+    log(f"wrote {OUT}")
+    headline(r)
+
+
+def bar_chart(path, title, ylabel, rows, logscale=False):
+    """A bar chart (SVG) of (label, value) rows with gnuplot."""
+    dat = path.with_suffix(".dat")
+    # BAAS's bars blue, the peers' grey.
+    dat.write_text("".join(
+        f'"{label}" {value} {0x3B6EA5 if "baas" in label.lower() else 0x9A9A9A}\n' for label, value in rows))
+    script = f"""set terminal svg size 900,480 dynamic font "sans,11" background "white"
+set output "{path}"
+set title "{title}"
+set ylabel "{ylabel}"
+set style fill solid 0.85 border -1
+set boxwidth 0.7
+set bmargin 9
+set xtics rotate by -30 left nomirror
+set grid ytics
+set key off
+set yrange [{'1:' if logscale else '0:'}*]
+{'set logscale y' if logscale else ''}
+set xrange [-0.6:{len(rows) - 0.4}]
+plot "{dat}" using 0:2:3:xtic(1) with boxes linecolor rgb variable
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True, timeout=60)
+    dat.unlink()
+    return path
+
+
+def plot(r, d):
+    """The report's plots: times, bytes on the wire, storage."""
+    rows = [(f"flash: {s.name}", s.med) for s in r["full"].values()]
+    rows += [(f"A-B: {s.name}", s.med) for s in r["ab"].values()]
+    rows += [(f"A-C: {s.name}", s.med) for s in r["ac"].values()]
+    times = bar_chart(d / "times.svg", "Reprovisioning time (median seconds, lower is better)", "seconds", rows)
+    rows = [(f"A-B: {s.name}", s.wire or 1) for s in r["ab"].values()]
+    rows += [(f"A-C: {s.name}", s.wire or 1) for s in r["ac"].values()]
+    rows.append(("changed (A-B)", r["changed_b"]))
+    rows.append(("changed (A-C)", r["changed_c"]))
+    wire = bar_chart(d / "wire.svg", "Bytes on the wire for a delta (log scale, lower is better)", "bytes", rows,
+                     logscale=True)
+    rows = [(name.split(",")[0] if "BAAS" not in name else name.replace("BAAS chunk store + metadata", "BAAS")
+             .replace("`baas-server admin compact`", "compact"), v / MIB) for name, v, _ in r["storage"]]
+    store = bar_chart(d / "storage.svg", f"Storage of {r['versions']} versions (MiB, lower is better)", "MiB", rows)
+    return [times, wire, store]
+
+
+def headline(r):
+    """Rewrites the headline table between the markers in README.md."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
+    if begin not in text or end not in text:
+        return
+    full, ab, ac, sv = r["full"], r["ab"], r["ac"], r["server"]
+    agent = full["baas-agent"]
+    st = {name.split(",")[0] if "BAAS" not in name else name: v for name, v, _ in r["storage"]}
+    baas_store = min(v for name, v in st.items() if name.startswith("BAAS"))
+    one = r["storage"][-1][1]
+    rows = [
+        ("full flash of A", f"{agent.med:.2f} s", f"dd {full['dd bs=4M conv=fsync'].med:.2f} s, "
+         f"bmaptool HTTP {full['bmaptool copy (HTTP, zstd)'].med:.2f} s"),
+        ("A to B, bytes", fmt_bytes(ab["baas-agent delta"].wire), f"changed {fmt_bytes(r['changed_b'])}, "
+         f"rsync {fmt_bytes(ab['rsync --inplace -z (block 4096)'].wire)}, casync {fmt_bytes(ab['casync extract, seeded'].wire)}"),
+        ("A to C, bytes", fmt_bytes(ac["baas-agent delta"].wire), f"changed {fmt_bytes(r['changed_c'])}, "
+         f"rsync {fmt_bytes(ac['rsync --inplace -z (block 4096)'].wire)}, casync {fmt_bytes(ac['casync extract, seeded'].wire)}"),
+        ("capture, unchanged disk", fmt_bytes(r["capture"]["baas-agent capture"].wire) + " sent",
+         f"dd read {r['capture']['dd read of the disk'].med:.2f} s"),
+        (f"storage, {r['versions']} versions", f"{baas_store / one:.2f}x one zstd -3 copy",
+         f"casync {st['casync store'] / one:.2f}x, {r['versions']} zstd copies {r['storage'][-2][1] / one:.2f}x"),
+        ("download of A", f"{ratio(sv['curl download from nginx'].med, sv['curl download from baas-server'].med)} nginx", ""),
+        ("upload of A", f"{ratio(sv['curl upload to an nginx sink'].med, sv['upload to baas-server'].med)} curl-to-sink", ""),
+        ("server peak RSS, upload of A", fmt_bytes(sv["peak_rss"]), f"image {fmt_bytes(r['size'])}"),
+    ]
+    table = ["| what | BAAS | peers, same run |", "| --- | --- | --- |"]
+    table += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    body = "\n".join(table) + f"\n\n![reprovisioning times](benches/report/times.svg)\n\n" \
+        f"Measured by `benches/compare.sh` on {r['when'][:10]}: {os.cpu_count()} cores " \
+        f"({r['size'] >> 20} MiB image, medians of {r['runs']} runs); the full report is benches/REPORT.md.\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + begin + "\n" + body + end + tail)
+
+
+if __name__ == "__main__":
+    main()
