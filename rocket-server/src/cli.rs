@@ -111,6 +111,15 @@ pub enum AdminCommand {
         #[arg(long)]
         ttl_days: Option<u32>,
     },
+    /// Sets a user's web-UI password, read from the first line of standard
+    /// input (`--clear` removes it: token logins only).
+    SetPassword {
+        /// The user's login name.
+        user: String,
+        /// Remove the password instead.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Runs garbage collection; prints what it removed.
     Gc,
     /// Recompresses stored chunks at a high zstd level (a background job
@@ -242,6 +251,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .create_token(&Actor::System, user.id, &name, ttl)
                 .map_err(core)?;
             println!("{secret}");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::SetPassword { user, clear }) => {
+            let user = baas.get_user_by_name(&Actor::System, &user).map_err(core)?;
+            let password = if clear {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                Some(line.trim_end_matches(['\r', '\n']).to_string())
+            };
+            baas.set_password(&Actor::System, user.id, password.as_deref())
+                .map_err(core)?;
+            println!(
+                "{} for {}",
+                if clear {
+                    "password removed"
+                } else {
+                    "password set"
+                },
+                user.name
+            );
             Ok(())
         }
         Command::Admin(AdminCommand::Compact { level, threads }) => {

@@ -27,6 +27,7 @@ pub mod json;
 pub mod openapi;
 pub mod ops;
 pub mod telemetry;
+pub mod ui;
 pub mod units;
 pub mod upload;
 
@@ -79,10 +80,11 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
         cli_colors: false,
         ident: rocket::config::Ident::try_new("baas").unwrap_or_default(),
         shutdown,
+        secret_key: ui::secret_key(),
         ..Config::default()
     };
     let metrics = Arc::new(Metrics::default());
-    rocket::custom(config)
+    let rocket = rocket::custom(config)
         .manage(baas)
         .manage(settings)
         .manage(metrics.clone())
@@ -92,5 +94,6 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
         .mount("/api/v1", api::agent::machine_routes())
         .mount("/api/v1/agent", api::agent::routes())
         .mount("/", compat::routes())
-        .register("/", rocket::catchers![error::catch_all])
+        .register("/", rocket::catchers![error::catch_all]);
+    ui::mount(rocket)
 }

@@ -71,6 +71,16 @@ pub struct User {
     pub created_at: Timestamp,
 }
 
+impl User {
+    /// A short fingerprint of the user's password hash, carried by web
+    /// sessions: changing or removing the password ends every session
+    /// opened before (token logins included).
+    pub fn session_stamp(&self) -> String {
+        let hash = blake3::hash(self.password_hash.as_deref().unwrap_or("").as_bytes());
+        hash.to_hex()[..16].to_string()
+    }
+}
+
 /// Validates a login name.
 pub fn check_user_name(name: &str) -> Result<()> {
     let ok_len = (1..=64).contains(&name.len());

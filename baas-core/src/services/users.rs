@@ -1,4 +1,4 @@
-//! Users and their API tokens.
+//! Users, their passwords (for the web UI) and their API tokens.
 
 use super::policy::{can_read_user, check_admin};
 use super::{auth::hash_secret, Actor, Baas};
@@ -33,6 +33,55 @@ pub struct UserPatch {
 
 /// Longest token lifetime a user may ask for: one year.
 pub const MAX_TOKEN_TTL_MS: i64 = 366 * 24 * 3600 * 1000;
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest password accepted (bytes): hashing is deliberately slow, so an
+/// unbounded input would be a cheap way to burn the server's CPU.
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// The argon2id hash of `password` with `salt`, as a PHC string
+/// (`$argon2id$v=19$m=19456,t=2,p=1$...`: OWASP's recommended parameters).
+fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(salt)
+        .map_err(|e| Error::internal(format!("encoding a password salt: {e}")))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::internal(format!("hashing a password: {e}")))
+}
+
+/// Whether `password` matches the PHC string `hash` (false for a hash that
+/// does not parse).
+fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    match PasswordHash::new(hash) {
+        Ok(parsed) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash no password matches, verified against when the user does not
+/// exist or has no password, so a wrong name costs as much as a wrong
+/// password and does not tell which accounts exist.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$ygm7jG4ZLMyNmnRdGDJzyNusJh1XmYcOYLaBXg4xaMY";
+
+fn check_password(password: &str) -> Result<()> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_LEN || password.len() > MAX_PASSWORD_LEN {
+        return Err(Error::invalid(
+            "password",
+            format!(
+                "a password must be at least {MIN_PASSWORD_LEN} characters and at most {MAX_PASSWORD_LEN} bytes"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 impl Baas {
     /// Creates a user (admins).
@@ -115,6 +164,64 @@ impl Baas {
         }
         self.meta.update_user(&user)?;
         Ok(user)
+    }
+
+    /// Sets (or, with `None`, removes) a user's web password: yourself, or
+    /// anyone for admins. Stored as an argon2id hash with a fresh salt.
+    pub fn set_password(&self, actor: &Actor, id: UserId, password: Option<&str>) -> Result<()> {
+        if actor.user_id() != Some(id) {
+            check_admin(actor, "set other users' passwords")?;
+        }
+        let hash = match password {
+            Some(p) => {
+                check_password(p)?;
+                let mut salt = [0u8; 16];
+                self.entropy.fill(&mut salt);
+                Some(hash_password(p, &salt)?)
+            }
+            None => None,
+        };
+        self.update_user(
+            actor,
+            id,
+            UserPatch {
+                password_hash: Some(hash),
+                ..UserPatch::default()
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Logs in with a name and password; the actor on success. Every
+    /// failure says the same thing, and costs the same.
+    pub fn login_password(&self, name: &str, password: &str) -> Result<Actor> {
+        let bad = || Error::unauthenticated("wrong user name or password");
+        if password.len() > MAX_PASSWORD_LEN {
+            return Err(bad());
+        }
+        let user = self.meta.user_by_name(name.trim())?;
+        let hash = user
+            .as_ref()
+            .and_then(|u| u.password_hash.as_deref())
+            .unwrap_or(DUMMY_HASH);
+        let ok = verify_password(password, hash);
+        match user {
+            Some(u) if ok && u.password_hash.is_some() => Ok(super::Actor::user(&u)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The actor of a web session that authenticated as `id` earlier: the
+    /// user with their current role, as long as the account exists and its
+    /// password has not changed since (`stamp` is [`User::session_stamp`]
+    /// at login).
+    pub fn session_actor(&self, id: UserId, stamp: &str) -> Result<Actor> {
+        match self.meta.user(id)? {
+            Some(u) if u.session_stamp() == stamp => Ok(super::Actor::user(&u)),
+            _ => Err(Error::unauthenticated(
+                "your session has ended: log in again",
+            )),
+        }
     }
 
     /// Deletes a user with their tokens, images and setups (admins; not
@@ -202,4 +309,29 @@ impl Baas {
 
 fn check_name_field(field: &str, value: &str, max: usize) -> Result<()> {
     crate::model::check_name(field, value, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hashes_verify_only_their_password() {
+        let h = hash_password("correct horse", &[7; 16]).expect("hash");
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("correct horsE", &h));
+        assert!(!verify_password("", "not a phc string"));
+        // The dummy parses (so a missing user costs a full verification)
+        // and matches nothing.
+        assert!(argon2::password_hash::PasswordHash::new(DUMMY_HASH).is_ok());
+        assert!(!verify_password("", DUMMY_HASH));
+    }
+
+    #[test]
+    fn password_lengths() {
+        assert!(check_password("1234567").is_err());
+        assert!(check_password("12345678").is_ok());
+        assert!(check_password(&"x".repeat(MAX_PASSWORD_LEN + 1)).is_err());
+    }
 }

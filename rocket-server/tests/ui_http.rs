@@ -1,0 +1,421 @@
+//! The web UI over plain HTTP (no browser): the security properties a
+//! browser test cannot see directly. Session cookies are private (a
+//! tampered one is refused), http-only and SameSite=Strict; every POST
+//! without the session's CSRF token is refused and changes nothing; every
+//! response carries the strict Content-Security-Policy and pages have no
+//! inline script; user input is escaped; another user's image is not
+//! found; changing a password ends older sessions.
+
+mod common;
+
+use common::{Resp, TestApp};
+use ureq::http::Method;
+
+/// A cookie-keeping client of the UI.
+struct Session<'a> {
+    app: &'a TestApp,
+    cookie: String,
+}
+
+fn form_encode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The CSRF token in a page's first form.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in {html}"));
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').expect("closing quote")].to_string()
+}
+
+impl<'a> Session<'a> {
+    fn new(app: &'a TestApp) -> Session<'a> {
+        Session {
+            app,
+            cookie: String::new(),
+        }
+    }
+
+    fn keep(&mut self, r: &Resp) {
+        for v in r.headers.get_all("set-cookie") {
+            let v = v.to_str().expect("ascii cookie");
+            if let Some(pair) = v.split(';').next() {
+                if pair.starts_with("baas_session=") {
+                    self.cookie = pair.to_string();
+                }
+            }
+        }
+    }
+
+    fn get(&mut self, path: &str) -> Resp {
+        let r = self
+            .app
+            .send(Method::GET, path, None, &[("Cookie", &self.cookie)], None);
+        self.keep(&r);
+        r
+    }
+
+    fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let body = form_encode(fields).into_bytes();
+        let r = self.app.send(
+            Method::POST,
+            path,
+            None,
+            &[
+                ("Cookie", &self.cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            Some(body),
+        );
+        self.keep(&r);
+        r
+    }
+
+    fn csrf(&mut self, path: &str) -> String {
+        csrf_of(&self.get(path).expect(200).text())
+    }
+
+    fn login(&mut self, name: &str, password: &str) -> Resp {
+        let csrf = self.csrf("/ui/login");
+        self.post(
+            "/ui/login",
+            &[("csrf", &csrf), ("name", name), ("password", password)],
+        )
+    }
+}
+
+fn set_password(app: &TestApp, name: &str, password: &str) {
+    let user = app
+        .baas
+        .get_user_by_name(&baas_core::Actor::System, name)
+        .expect("user");
+    app.baas
+        .set_password(&baas_core::Actor::System, user.id, Some(password))
+        .expect("set password");
+}
+
+fn location(r: &Resp) -> &str {
+    r.header("location").unwrap_or("")
+}
+
+#[test]
+fn pages_carry_a_strict_csp_and_no_inline_script_and_a_safe_cookie() {
+    let app = TestApp::spawn();
+    let r = app
+        .send(Method::GET, "/ui/login", None, &[], None)
+        .expect(200);
+    let csp = r.header("content-security-policy").expect("CSP header");
+    assert_eq!(csp, baas_server::ui::CSP);
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let html = r.text();
+    for tag in html.split("<script").skip(1) {
+        assert!(tag.trim_start().starts_with("src="), "inline script: {tag}");
+    }
+    assert!(
+        !html.contains(" style=") && !html.contains("onclick"),
+        "{html}"
+    );
+    let cookie = r.header("set-cookie").expect("a session cookie");
+    assert!(cookie.starts_with("baas_session="), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    // The value is encrypted: no CSRF token or user id in clear.
+    assert!(!cookie.contains(&csrf_of(&html)), "{cookie}");
+    // Static files are served from the binary.
+    let css = app.get("/ui/static/app.css", None).expect(200);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    for js in ["blake3.js", "upload.js", "live.js"] {
+        let r = app.get(&format!("/ui/static/{js}"), None).expect(200);
+        assert!(r
+            .header("content-type")
+            .unwrap_or("")
+            .contains("javascript"));
+    }
+    app.get("/ui/static/nope.js", None).expect(404);
+    // The API's JSON carries the policy too.
+    let api = app.get("/healthz", None).expect(200);
+    assert!(api.header("content-security-policy").is_some());
+}
+
+#[test]
+fn login_needs_the_csrf_token_and_the_right_password() {
+    let app = TestApp::spawn();
+    app.user("alice", "user");
+    set_password(&app, "alice", "correct horse battery");
+    let mut s = Session::new(&app);
+    let csrf = s.csrf("/ui/login");
+    // No token, a wrong token: refused before the password is looked at.
+    let r = s.post(
+        "/ui/login",
+        &[("name", "alice"), ("password", "correct horse battery")],
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = s.post(
+        "/ui/login",
+        &[
+            ("csrf", &"0".repeat(64)),
+            ("name", "alice"),
+            ("password", "correct horse battery"),
+        ],
+    );
+    assert_eq!(r.status, 403);
+    // Wrong password, unknown user: the same answer.
+    let wrong = s.post(
+        "/ui/login",
+        &[
+            ("csrf", &csrf),
+            ("name", "alice"),
+            ("password", "wrong password"),
+        ],
+    );
+    assert_eq!(wrong.status, 401);
+    let unknown = s.post(
+        "/ui/login",
+        &[
+            ("csrf", &csrf),
+            ("name", "nobody"),
+            ("password", "wrong password"),
+        ],
+    );
+    assert_eq!(unknown.status, 401);
+    assert!(wrong.text().contains("wrong user name or password"));
+    assert!(unknown.text().contains("wrong user name or password"));
+    // Not logged in: pages send you to the login page.
+    let r = s.get("/ui/images");
+    assert_eq!(r.status, 303);
+    assert_eq!(location(&r), "/ui/login?next=/ui/images");
+    // The right password logs in and renews the CSRF token.
+    let r = s.login("alice", "correct horse battery");
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(location(&r), "/ui");
+    let dash = s.get("/ui").expect(200).text();
+    assert!(dash.contains("alice"), "{dash}");
+    assert_ne!(csrf_of(&dash), csrf);
+    // An open redirect is not possible through `next`.
+    let mut t = Session::new(&app);
+    let c = t.csrf("/ui/login");
+    let r = t.post(
+        "/ui/login",
+        &[
+            ("csrf", &c),
+            ("name", "alice"),
+            ("password", "correct horse battery"),
+            ("next", "//evil.example/"),
+        ],
+    );
+    assert_eq!(location(&r), "/ui");
+    // Logging out ends the session.
+    let c = csrf_of(&dash);
+    let r = s.post("/ui/logout", &[("csrf", &c)]);
+    assert_eq!(r.status, 303);
+    assert_eq!(s.get("/ui").status, 303);
+}
+
+#[test]
+fn token_login_works_for_users_and_not_for_machines() {
+    let app = TestApp::spawn();
+    let (_, token) = app.user("bob", "user");
+    let mut s = Session::new(&app);
+    let csrf = s.csrf("/ui/login");
+    let r = s.post("/ui/login", &[("csrf", &csrf), ("token", &token)]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(s.get("/ui").expect(200).text().contains("bob"));
+
+    let machine = app.machine("52:54:00:00:00:07");
+    let agent = app.agent_token(&machine);
+    let mut m = Session::new(&app);
+    let csrf = m.csrf("/ui/login");
+    let r = m.post("/ui/login", &[("csrf", &csrf), ("token", &agent)]);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(m.get("/ui").status, 303);
+}
+
+#[test]
+fn every_post_without_the_csrf_token_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn();
+    let (_, token) = app.user("carol", "admin");
+    set_password(&app, "carol", "carol's password");
+    let mut s = Session::new(&app);
+    s.login("carol", "carol's password").expect(303);
+    let image = app.post_image(&token, "kept", 1 << 20);
+    let machine = app.machine("52:54:00:00:00:08");
+    let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            "/ui/images".into(),
+            vec![("name", "sneaky"), ("size", "1MiB")],
+        ),
+        (
+            format!("/ui/images/{image}/rename"),
+            vec![("name", "renamed")],
+        ),
+        (format!("/ui/images/{image}/delete"), vec![]),
+        (
+            "/ui/setups".into(),
+            vec![("name", "s"), ("entries[0].image", &image)],
+        ),
+        ("/ui/account/tokens".into(), vec![("name", "t")]),
+        (
+            "/ui/account/password".into(),
+            vec![
+                ("password", "x".repeat(12).leak()),
+                ("confirm", "x".repeat(12).leak()),
+            ],
+        ),
+        (
+            "/ui/admin/users".into(),
+            vec![("name", "mallory"), ("role", "admin")],
+        ),
+        (
+            "/ui/admin/machines".into(),
+            vec![("mac", "52:54:00:00:00:09")],
+        ),
+        (
+            format!("/ui/admin/machines/{machine}/state"),
+            vec![("state", "retired")],
+        ),
+        ("/ui/admin/gc".into(), vec![]),
+        ("/ui/logout".into(), vec![]),
+    ];
+    for (path, fields) in &posts {
+        let r = s.post(path, fields);
+        assert_eq!(r.status, 403, "POST {path} without a token: {}", r.text());
+        assert!(r.text().contains("security token"), "{}", r.text());
+        let mut with_bad = fields.clone();
+        let bad = "f".repeat(64);
+        with_bad.push(("csrf", &bad));
+        assert_eq!(
+            s.post(path, &with_bad).status,
+            403,
+            "POST {path} with a wrong token"
+        );
+    }
+    // The upload script's calls need the header.
+    let r = app.send(
+        Method::POST,
+        &format!("/ui/live/images/{image}/uploads"),
+        None,
+        &[("Cookie", &s.cookie)],
+        Some(Vec::new()),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Nothing changed.
+    let images = app.get("/api/v1/images", Some(&token)).expect(200).json();
+    let names: Vec<&str> = images["images"]
+        .as_array()
+        .or(images.as_array())
+        .expect("a list")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["kept"]);
+    let users = app.get("/api/v1/users", Some(&token)).expect(200).text();
+    assert!(!users.contains("mallory"));
+    let m = app
+        .get(&format!("/api/v1/machines/{machine}"), Some(&token))
+        .expect(200)
+        .json();
+    assert_eq!(m["state"], "ready");
+    // Still logged in (logout was refused too), and with the token it works.
+    let csrf = s.csrf("/ui/images");
+    let r = s.post(
+        "/ui/images",
+        &[("csrf", &csrf), ("name", "made"), ("size", "1MiB")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(location(&r).starts_with("/ui/images/"));
+}
+
+#[test]
+fn user_input_is_escaped_and_other_users_images_are_not_found() {
+    let app = TestApp::spawn();
+    let (_, alice) = app.user("alice", "user");
+    let (_, _bob) = app.user("bob", "user");
+    set_password(&app, "alice", "alice's password");
+    set_password(&app, "bob", "bob's password");
+    let xss = "<script>alert(1)</script>";
+    let id = app.post_image(&alice, xss, 1 << 20);
+    let mut a = Session::new(&app);
+    a.login("alice", "alice's password").expect(303);
+    for page in [
+        "/ui/images".to_string(),
+        format!("/ui/images/{id}"),
+        "/ui/setups".into(),
+    ] {
+        let html = a.get(&page).expect(200).text();
+        assert!(!html.contains(xss), "{page} has the raw name");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;")
+                || html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+            "{page} shows the name escaped: {html}"
+        );
+    }
+    let mut b = Session::new(&app);
+    b.login("bob", "bob's password").expect(303);
+    let list = b.get("/ui/images").expect(200).text();
+    assert!(!list.contains("alert(1)"), "bob sees alice's image: {list}");
+    let r = b.get(&format!("/ui/images/{id}"));
+    assert_eq!(r.status, 404);
+    assert!(r
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/html"));
+    let r = b.get(&format!("/ui/images/{id}/versions/0/download"));
+    assert_eq!(r.status, 404);
+    // Bob cannot delete it either, even with a valid token of his own.
+    let csrf = b.csrf("/ui/images");
+    assert_eq!(
+        b.post(&format!("/ui/images/{id}/delete"), &[("csrf", &csrf)])
+            .status,
+        404
+    );
+    app.get(&format!("/api/v1/images/{id}"), Some(&alice))
+        .expect(200);
+    // Regular users do not get the admin page.
+    assert_eq!(b.get("/ui/admin").status, 403);
+}
+
+#[test]
+fn a_tampered_cookie_or_a_changed_password_ends_the_session() {
+    let app = TestApp::spawn();
+    app.user("dave", "user");
+    set_password(&app, "dave", "dave's password");
+    let mut s = Session::new(&app);
+    s.login("dave", "dave's password").expect(303);
+    s.get("/ui").expect(200);
+    let good = s.cookie.clone();
+    // Flip one character of the encrypted value.
+    let mut bytes = good.clone().into_bytes();
+    let i = bytes.len() - 5;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    s.cookie = String::from_utf8(bytes).expect("ascii");
+    assert_eq!(s.get("/ui").status, 303);
+    s.cookie = good;
+    s.get("/ui").expect(200);
+    set_password(&app, "dave", "a new password");
+    assert_eq!(s.get("/ui").status, 303);
+    s.login("dave", "dave's password").expect(401);
+    s.login("dave", "a new password").expect(303);
+}
