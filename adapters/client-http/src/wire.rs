@@ -273,6 +273,7 @@ impl MachineWire {
             inventory: self.inventory.map(InventoryWire::into_core).transpose()?,
             last_seen: opt_time(&self.last_seen)?,
             created_at: parse_time(&self.created_at)?,
+            boot: MachineBoot::default(),
         })
     }
 }
@@ -361,6 +362,7 @@ impl JobWire {
             created_at: parse_time(&self.created_at)?,
             started_at: opt_time(&self.started_at)?,
             finished_at: opt_time(&self.finished_at)?,
+            session: Session::default(),
         })
     }
 }

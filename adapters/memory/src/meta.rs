@@ -648,6 +648,12 @@ impl BootQueue for MemoryMetadataStore {
         Ok(job)
     }
 
+    fn set_session(&self, id: JobId, session: &Session) -> Result<()> {
+        let mut s = self.lock()?;
+        s.job_mut(id)?.session = *session;
+        Ok(())
+    }
+
     fn set_progress(&self, id: JobId, progress: &Progress) -> Result<()> {
         let mut s = self.lock()?;
         s.job_mut(id)?.progress = progress.clone();

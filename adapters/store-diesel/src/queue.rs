@@ -341,6 +341,19 @@ impl BootQueue for DieselMetadataStore {
         })
     }
 
+    fn set_session(&self, id: JobId, session: &Session) -> Result<()> {
+        let text = session_to_db(session)?;
+        self.write(&format!("recording the session of job {id}"), |c| {
+            let n = diesel::update(jobs::table.filter(jobs::id.eq(id.to_string())))
+                .set(jobs::session.eq(text))
+                .execute(c)?;
+            if n == 0 {
+                return Err(Error::not_found(format!("job {id}")).into());
+            }
+            Ok(())
+        })
+    }
+
     fn set_progress(&self, id: JobId, progress: &Progress) -> Result<()> {
         let done = to_db("bytes_done", progress.bytes_done)?;
         let total = to_db("bytes_total", progress.bytes_total)?;

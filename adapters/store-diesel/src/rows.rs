@@ -479,6 +479,8 @@ pub(crate) struct MachineRow {
     pub inventory: Option<String>,
     pub last_seen: Option<i64>,
     pub created_at: i64,
+    pub power: Option<String>,
+    pub neutral: Option<String>,
 }
 
 impl MachineRow {
@@ -502,6 +504,11 @@ impl MachineRow {
             inventory,
             last_seen: m.last_seen.map(Timestamp::millis),
             created_at: m.created_at.millis(),
+            power: power_to_db(&m.boot.power)?,
+            neutral: match m.boot.neutral {
+                NeutralState::Keep => None,
+                n => Some(n.to_string()),
+            },
         })
     }
 
@@ -526,8 +533,73 @@ impl MachineRow {
             inventory,
             last_seen: self.last_seen.map(Timestamp),
             created_at: Timestamp(self.created_at),
+            boot: MachineBoot {
+                power: power_from_db(self.power.as_deref())?,
+                neutral: self
+                    .neutral
+                    .as_deref()
+                    .map(|n| parse(T, "neutral", n))
+                    .transpose()?
+                    .unwrap_or_default(),
+            },
         })
     }
+}
+
+/// The stored form of a [`PowerConfig`]; `None` for manual.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum PowerJson {
+    Qmp {
+        address: String,
+    },
+    Ipmi {
+        host: String,
+        username: String,
+        password: String,
+    },
+}
+
+fn power_to_db(p: &PowerConfig) -> Result<Option<String>> {
+    let json = match p {
+        PowerConfig::Manual => return Ok(None),
+        PowerConfig::Qmp { address } => PowerJson::Qmp {
+            address: address.clone(),
+        },
+        PowerConfig::Ipmi {
+            host,
+            username,
+            password,
+        } => PowerJson::Ipmi {
+            host: host.clone(),
+            username: username.clone(),
+            password: password.clone(),
+        },
+    };
+    serde_json::to_string(&json)
+        .map(Some)
+        .map_err(|e| Error::internal("encoding a power configuration failed").with_source(e))
+}
+
+fn power_from_db(text: Option<&str>) -> Result<PowerConfig> {
+    let Some(text) = text else {
+        return Ok(PowerConfig::Manual);
+    };
+    let json: PowerJson = serde_json::from_str(text).map_err(|e| {
+        corrupt("machines", "power", "text that is not a power configuration").with_source(e)
+    })?;
+    Ok(match json {
+        PowerJson::Qmp { address } => PowerConfig::Qmp { address },
+        PowerJson::Ipmi {
+            host,
+            username,
+            password,
+        } => PowerConfig::Ipmi {
+            host,
+            username,
+            password,
+        },
+    })
 }
 
 /// The stored form of an [`Inventory`]; private to this adapter, so the
@@ -653,6 +725,42 @@ pub(crate) struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    pub session: Option<String>,
+}
+
+/// The stored form of a job's [`Session`].
+#[derive(Serialize, Deserialize)]
+struct SessionJson {
+    hold_ms: Option<u64>,
+    ends_at: Option<i64>,
+    cycled_at: Option<i64>,
+}
+
+/// A job's session column (`None` when it holds nothing).
+pub(crate) fn session_to_db(s: &Session) -> Result<Option<String>> {
+    if *s == Session::default() {
+        return Ok(None);
+    }
+    serde_json::to_string(&SessionJson {
+        hold_ms: s.hold_ms,
+        ends_at: s.ends_at.map(Timestamp::millis),
+        cycled_at: s.cycled_at.map(Timestamp::millis),
+    })
+    .map(Some)
+    .map_err(|e| Error::internal("encoding a job session failed").with_source(e))
+}
+
+fn session_from_db(text: Option<&str>) -> Result<Session> {
+    let Some(text) = text else {
+        return Ok(Session::default());
+    };
+    let j: SessionJson = serde_json::from_str(text)
+        .map_err(|e| corrupt("jobs", "session", "text that is not a session").with_source(e))?;
+    Ok(Session {
+        hold_ms: j.hold_ms,
+        ends_at: j.ends_at.map(Timestamp),
+        cycled_at: j.cycled_at.map(Timestamp),
+    })
 }
 
 impl JobRow {
@@ -683,6 +791,7 @@ impl JobRow {
             created_at: Timestamp(self.created_at),
             started_at: self.started_at.map(Timestamp),
             finished_at: self.finished_at.map(Timestamp),
+            session: session_from_db(self.session.as_deref())?,
         })
     }
 }
@@ -703,11 +812,13 @@ pub(crate) struct NewJobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    pub session: Option<String>,
 }
 
 impl NewJobRow {
     pub(crate) fn new(j: &Job) -> Result<Self> {
         Ok(NewJobRow {
+            session: session_to_db(&j.session)?,
             id: j.id.to_string(),
             machine_id: j.machine.to_string(),
             owner_id: j.owner.to_string(),

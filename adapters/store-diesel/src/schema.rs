@@ -114,6 +114,8 @@ diesel::table! {
         inventory -> Nullable<Text>,
         last_seen -> Nullable<BigInt>,
         created_at -> BigInt,
+        power -> Nullable<Text>,
+        neutral -> Nullable<Text>,
     }
 }
 
@@ -133,6 +135,7 @@ diesel::table! {
         created_at -> BigInt,
         started_at -> Nullable<BigInt>,
         finished_at -> Nullable<BigInt>,
+        session -> Nullable<Text>,
     }
 }
 

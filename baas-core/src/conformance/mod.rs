@@ -123,6 +123,7 @@ pub fn add_machine(meta: &dyn MetadataStore) -> Machine {
         inventory: None,
         last_seen: None,
         created_at: Timestamp(3_000),
+        boot: MachineBoot::default(),
     };
     meta.insert_machine(&machine).expect("insert machine");
     machine
@@ -143,6 +144,7 @@ pub fn job(machine: MachineId, owner: UserId, entries: Vec<JobEntry>, at: i64) -
         created_at: Timestamp(at),
         started_at: None,
         finished_at: None,
+        session: Session::default(),
     }
 }
 
@@ -161,7 +163,7 @@ macro_rules! metadata_store_conformance {
         $crate::__conformance_cases!($make, queue:
             enqueue_assigns_increasing_seq, take_next_is_fifo_and_one_at_a_time,
             take_next_hands_out_each_job_once_under_concurrency, transition_is_compare_and_set,
-            progress_events_and_filters, queue_matches_model);
+            progress_events_and_filters, queue_matches_model, sessions_and_machine_boot_round_trip);
     };
 }
 
@@ -187,7 +189,8 @@ macro_rules! services_conformance {
             concurrent_imports_get_consecutive_versions, failed_import_leaves_no_version,
             chunk_upload_protocol_resumes, corrupted_chunk_is_an_error, gc_reclaims_only_orphans,
             gc_spares_chunks_of_an_import_in_progress, authorization_rules, tokens_authenticate_until_revoked,
-            queue_flow_and_capture_rules, range_reads_and_latest, compaction_saves_space_and_keeps_bytes);
+            queue_flow_and_capture_rules, range_reads_and_latest, compaction_saves_space_and_keeps_bytes,
+            boot_decisions_enrollment_sessions_and_power);
     };
 }
 

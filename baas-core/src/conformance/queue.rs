@@ -396,3 +396,64 @@ pub fn queue_matches_model(s: &Subject) {
         })
         .expect("the queue matches its model");
 }
+
+/// `set_session` replaces a job's session and nothing else; a job's session
+/// is stored with it from `enqueue`; a machine's power and neutral settings
+/// round-trip through `update_machine`.
+pub fn sessions_and_machine_boot_round_trip(s: &Subject) {
+    let w = world(s);
+    let m = add_machine(&*s.meta);
+    let q = &*s.queue;
+    let mut j = job(m.id, w.owner.id, vec![w.entry.clone()], 1);
+    j.session.hold_ms = Some(90_000);
+    let j = q.enqueue(&j).expect("enqueue");
+    assert_eq!(
+        q.job(j.id).expect("job").expect("some").session.hold_ms,
+        Some(90_000)
+    );
+    let session = Session {
+        hold_ms: Some(90_000),
+        ends_at: Some(Timestamp(5_000)),
+        cycled_at: Some(Timestamp(4_000)),
+    };
+    q.set_session(j.id, &session).expect("set");
+    let back = q.job(j.id).expect("job").expect("some");
+    assert_eq!(back.session, session);
+    assert_eq!(back.state, JobState::Queued);
+    q.set_session(j.id, &Session::default()).expect("clear");
+    assert_eq!(
+        q.job(j.id).expect("job").expect("some").session,
+        Session::default()
+    );
+    let missing = JobId(fresh_uuid());
+    assert_eq!(
+        q.set_session(missing, &session)
+            .expect_err("missing")
+            .kind(),
+        ErrorKind::NotFound
+    );
+
+    for boot in [
+        MachineBoot {
+            power: PowerConfig::Qmp {
+                address: "unix:/run/vm7.qmp".into(),
+            },
+            neutral: NeutralState::Wipe,
+        },
+        MachineBoot {
+            power: PowerConfig::Ipmi {
+                host: "bmc7".into(),
+                username: "root".into(),
+                password: "p w".into(),
+            },
+            neutral: NeutralState::Setup(SetupId(fresh_uuid())),
+        },
+        MachineBoot::default(),
+    ] {
+        let mut changed = m.clone();
+        changed.boot = boot.clone();
+        s.meta.update_machine(&changed).expect("update");
+        let back = s.meta.machine(m.id).expect("machine").expect("some");
+        assert_eq!(back.boot, boot);
+    }
+}

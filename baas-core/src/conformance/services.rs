@@ -1033,10 +1033,255 @@ pub fn range_reads_and_latest(s: &ServicesSubject) {
         v1.number
     );
     assert_eq!(
+            "session",
         b.get_version(&p.alice, img.id, VersionRef::Number(v2.number))
             .expect_err("gone")
             .kind(),
         ErrorKind::NotFound
     );
     let _ = Arc::new(());
+}
+
+/// A clock the test moves by hand.
+#[derive(Debug)]
+struct HandClock(std::sync::atomic::AtomicI64);
+
+impl crate::ports::Clock for HandClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+impl HandClock {
+    fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn is_mos(a: &BootAction) -> Option<(MachineId, String)> {
+    match a {
+        BootAction::ManagementOs {
+            machine, secret, ..
+        } => Some((machine.id, secret.clone())),
+        BootAction::LocalDisk { .. } => None,
+    }
+}
+
+/// The boot decision: unknown MACs are ignored or enroll as `pending`
+/// (management OS, no jobs until accepted); a ready machine boots the
+/// management OS only when it has work, with a credential scoped to it that
+/// expires; a running job's machine boots its disk until the session ends
+/// (its length, release); power cycles are due once per start and end.
+pub fn boot_decisions_enrollment_sessions_and_power(s: &ServicesSubject) {
+    let u = *super::fresh_uuid().as_bytes();
+    let mac = MacAddress([0x52, 0x54, 0xb0, u[0], u[1], u[2]]);
+    let clock = Arc::new(HandClock(std::sync::atomic::AtomicI64::new(
+        s.0.clock.now().millis(),
+    )));
+    let ports = |clock: Arc<HandClock>| Ports {
+        clock,
+        ..s.0.clone()
+    };
+    let ignoring = Baas::new(ports(clock.clone()), Config::default());
+    assert!(
+        is_mos(&ignoring.boot(mac, None).expect("boot")).is_none(),
+        "enrollment off: the local disk"
+    );
+    assert!(ignoring.get_machine_by_mac(&Actor::System, mac).is_err());
+    let b = Baas::new(
+        ports(clock.clone()),
+        Config {
+            enroll: EnrollPolicy::Enroll,
+            boot_token_ttl_ms: 600_000,
+            max_hold_ms: 3_600_000,
+            ..Config::default()
+        },
+    );
+    let p = people(&b);
+    let (id, secret) = is_mos(&b.boot(mac, Some(Arch::X86_64)).expect("boot")).expect("enrolls");
+    let m = b.get_machine(&p.alice, id).expect("machine");
+    assert_eq!(m.state, MachineState::Pending);
+    let agent = b.authenticate(&secret).expect("the boot credential");
+    assert_eq!(agent, Actor::Agent { machine: id });
+    assert!(
+        b.next_job(&agent, id).expect("next").is_none(),
+        "pending: no work"
+    );
+    let image = new_image(&b, &p.alice, 4096);
+    let request = || JobRequest {
+        machine: id,
+        target: JobTarget::Image {
+            image: image.id,
+            version: VersionRef::Number(0),
+            disk: None,
+            capture: false,
+        },
+    };
+    assert_eq!(
+        b.enqueue_job(&p.alice, request())
+            .expect_err("pending")
+            .kind(),
+        ErrorKind::Conflict
+    );
+    let (again, _) = is_mos(&b.boot(mac, None).expect("boot")).expect("still enrolling");
+    assert_eq!(again, id, "one machine per MAC");
+    assert_eq!(
+        b.accept_machine(&p.alice, id).expect_err("users").kind(),
+        ErrorKind::Forbidden
+    );
+    assert_eq!(
+        b.accept_machine(&p.moderator, id).expect("accept").state,
+        MachineState::Ready
+    );
+    assert!(
+        is_mos(&b.boot(mac, None).expect("boot")).is_none(),
+        "nothing to do"
+    );
+
+    assert_eq!(
+        b.enqueue_job_for(&p.alice, request(), Some(3_600_001))
+            .expect_err("longer than the maximum")
+            .kind(),
+        ErrorKind::Invalid
+    );
+    let job = b
+        .enqueue_job_for(&p.alice, request(), Some(60_000))
+        .expect("queue");
+    let (_, secret) = is_mos(&b.boot(mac, None).expect("boot")).expect("work to do");
+    let agent = b.authenticate(&secret).expect("agent");
+    let other = Actor::Agent {
+        machine: MachineId(super::fresh_uuid()),
+    };
+    assert_eq!(
+        b.next_job(&other, id).expect_err("another machine").kind(),
+        ErrorKind::Forbidden
+    );
+    assert_eq!(
+        b.next_job(&agent, id).expect("next").map(|j| j.id),
+        Some(job.id)
+    );
+    assert!(
+        is_mos(&b.boot(mac, None).expect("boot")).is_some(),
+        "reset mid-flash: the management OS again"
+    );
+    b.advance_job(&agent, job.id, JobState::Running, "flashed")
+        .expect("running");
+    let running = b.get_job(&p.alice, job.id).expect("job");
+    assert_eq!(
+        running.session.ends_at,
+        Some(crate::ports::Clock::now(&*clock).plus_millis(60_000)),
+        "the session runs for what was asked"
+    );
+    assert!(
+        is_mos(&b.boot(mac, None).expect("boot")).is_none(),
+        "the user's OS"
+    );
+    assert!(
+        b.power_due(&Actor::System).expect("due").is_empty(),
+        "manual power"
+    );
+    assert_eq!(
+        b.power_due(&p.admin).expect_err("only the server").kind(),
+        ErrorKind::Forbidden
+    );
+    let qmp = MachineBoot {
+        power: PowerConfig::Qmp {
+            address: "unix:/run/vm.qmp".into(),
+        },
+        neutral: NeutralState::Keep,
+    };
+    assert_eq!(
+        b.set_machine_boot(&p.alice, id, qmp.clone())
+            .expect_err("users")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+    let bad = MachineBoot {
+        power: PowerConfig::Qmp {
+            address: "/no/scheme".into(),
+        },
+        neutral: NeutralState::Keep,
+    };
+    assert_eq!(
+        b.set_machine_boot(&p.admin, id, bad)
+            .expect_err("bad")
+            .kind(),
+        ErrorKind::Invalid
+    );
+    b.set_machine_boot(&p.admin, id, qmp).expect("qmp");
+    assert!(
+        b.power_due(&Actor::System).expect("due").is_empty(),
+        "still running"
+    );
+    assert_eq!(
+        b.release_job(&p.bob, job.id).expect_err("not bob's").kind(),
+        ErrorKind::NotFound
+    );
+    b.release_job(&p.alice, job.id).expect("release");
+    let due = b.power_due(&Actor::System).expect("due");
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].job, job.id);
+    assert_eq!(due[0].action, crate::ports::PowerAction::Cycle);
+    b.power_done(&Actor::System, &due[0], None).expect("done");
+    assert!(b.power_due(&Actor::System).expect("due").is_empty(), "once");
+    assert!(
+        is_mos(&b.boot(mac, None).expect("boot")).is_some(),
+        "the session ended: the management OS"
+    );
+    b.advance_job(&agent, job.id, JobState::Succeeded, "nothing to capture")
+        .expect("done");
+    assert!(is_mos(&b.boot(mac, None).expect("boot")).is_none());
+
+    // Without a length the session lasts the maximum.
+    let job2 = b.enqueue_job(&p.alice, request()).expect("queue");
+    let due = b.power_due(&Actor::System).expect("due");
+    assert_eq!(
+        due.iter().map(|r| r.job).collect::<Vec<_>>(),
+        vec![job2.id],
+        "cycled to start"
+    );
+    assert!(b.power_due(&Actor::System).expect("due").is_empty(), "once");
+    b.next_job(&agent, id).expect("next");
+    b.advance_job(&agent, job2.id, JobState::Running, "flashed")
+        .expect("running");
+    clock.advance(3_600_000 - 1);
+    assert!(is_mos(&b.boot(mac, None).expect("boot")).is_none());
+    clock.advance(1);
+    assert!(
+        is_mos(&b.boot(mac, None).expect("boot")).is_some(),
+        "the maximum ran out"
+    );
+    assert_eq!(b.power_due(&Actor::System).expect("due").len(), 1);
+
+    let kinds: Vec<String> = b
+        .job_events(&p.alice, job.id)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    for k in [
+        "queued",
+        "boot",
+        "provisioning",
+        "running",
+        "session",
+        "released",
+        "power",
+        "succeeded",
+    ] {
+        assert!(
+            kinds.iter().any(|x| x == k),
+            "{k} in the timeline: {kinds:?}"
+        );
+    }
+
+    // Credentials expire; retired machines boot their disk.
+    clock.advance(600_000);
+    assert_eq!(
+        b.authenticate(&secret).expect_err("expired").kind(),
+        ErrorKind::Unauthenticated
+    );
+    b.cancel_job(&p.alice, job2.id).expect("cancel");
+    b.retire_machine(&p.moderator, id).expect("retire");
+    assert!(is_mos(&b.boot(mac, None).expect("boot")).is_none());
 }

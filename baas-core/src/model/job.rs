@@ -156,6 +156,31 @@ pub struct Job {
     pub started_at: Option<Timestamp>,
     /// When it reached a final state.
     pub finished_at: Option<Timestamp>,
+    /// The user's session on the machine (the reservation).
+    pub session: Session,
+}
+
+/// The user's time on the machine: how long they asked for, when it ends,
+/// and when the server last power-cycled the machine for this job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Session {
+    /// How long the user's OS may run, in milliseconds (the admin's
+    /// maximum when the user asked for nothing or for more).
+    pub hold_ms: Option<u64>,
+    /// When the session ends: set when the job starts `running`
+    /// (`now + hold_ms`), moved to now when the user releases the machine.
+    pub ends_at: Option<Timestamp>,
+    /// The last power cycle the server did for this job (to start it, or
+    /// to end its session), so that it does each only once.
+    pub cycled_at: Option<Timestamp>,
+}
+
+impl Session {
+    /// Whether the session is over at `now` (a `running` job's machine
+    /// should then boot the management OS to capture and clean up).
+    pub fn ended(&self, now: Timestamp) -> bool {
+        self.ends_at.is_some_and(|e| e <= now)
+    }
 }
 
 /// A line in a job's timeline.

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{check_name, MachineId, Timestamp};
+use super::{check_name, MachineId, SetupId, Timestamp};
 use crate::{Error, Result};
 
 /// A MAC address, normalised to lower-case colon form.
@@ -256,6 +256,153 @@ pub struct Machine {
     pub last_seen: Option<Timestamp>,
     /// Registration time.
     pub created_at: Timestamp,
+    /// How the server switches it and what it returns to between jobs
+    /// (set by admins).
+    pub boot: MachineBoot,
+}
+
+/// How the server reaches a machine's power.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum PowerConfig {
+    /// No remote power control: jobs wait for the machine's next boot.
+    #[default]
+    Manual,
+    /// A QEMU VM's QMP socket: `unix:/path` or `tcp:host:port`.
+    Qmp {
+        /// Where the QMP server listens.
+        address: String,
+    },
+    /// A BMC driven with `ipmitool -I lanplus`.
+    Ipmi {
+        /// The BMC's host name or address.
+        host: String,
+        /// The BMC user.
+        username: String,
+        /// The BMC password (never shown by the API; handed to ipmitool
+        /// through its environment, never its command line).
+        password: String,
+    },
+}
+
+impl fmt::Debug for PowerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PowerConfig::Manual => f.write_str("Manual"),
+            PowerConfig::Qmp { address } => write!(f, "Qmp({address})"),
+            PowerConfig::Ipmi { host, username, .. } => write!(f, "Ipmi({username}@{host})"),
+        }
+    }
+}
+
+impl PowerConfig {
+    /// `manual`, `qmp` or `ipmi`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PowerConfig::Manual => "manual",
+            PowerConfig::Qmp { .. } => "qmp",
+            PowerConfig::Ipmi { .. } => "ipmi",
+        }
+    }
+
+    /// Checks the fields.
+    pub fn check(&self) -> Result<()> {
+        let plain = |field: &str, v: &str| -> Result<()> {
+            check_name(field, v, 255)?;
+            if v.starts_with('-') || v.chars().any(char::is_whitespace) {
+                return Err(Error::invalid(
+                    field,
+                    format!("{v:?} must not start with '-' or contain spaces"),
+                ));
+            }
+            Ok(())
+        };
+        match self {
+            PowerConfig::Manual => Ok(()),
+            PowerConfig::Qmp { address } => {
+                let ok = address
+                    .strip_prefix("unix:")
+                    .map(|p| p.starts_with('/'))
+                    .or_else(|| {
+                        address.strip_prefix("tcp:").map(|hp| {
+                            hp.rsplit_once(':')
+                                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                        })
+                    })
+                    .unwrap_or(false);
+                if !ok || address.len() > 255 || address.chars().any(char::is_control) {
+                    return Err(Error::invalid(
+                        "address",
+                        format!("{address:?} is not unix:/PATH or tcp:HOST:PORT"),
+                    ));
+                }
+                Ok(())
+            }
+            PowerConfig::Ipmi {
+                host,
+                username,
+                password,
+            } => {
+                plain("host", host)?;
+                plain("username", username)?;
+                if password.len() > 255 || password.chars().any(char::is_control) {
+                    return Err(Error::invalid(
+                        "password",
+                        "at most 255 characters, no control characters",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a machine returns to when a job has ended (after any capture).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NeutralState {
+    /// Leave the disks as the job left them.
+    #[default]
+    Keep,
+    /// Write zeros over what the job wrote.
+    Wipe,
+    /// Write this setup (an admin's).
+    Setup(SetupId),
+}
+
+impl fmt::Display for NeutralState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NeutralState::Keep => f.write_str("keep"),
+            NeutralState::Wipe => f.write_str("wipe"),
+            NeutralState::Setup(s) => write!(f, "setup:{s}"),
+        }
+    }
+}
+
+impl FromStr for NeutralState {
+    type Err = Error;
+    /// `keep`, `wipe` or `setup:<id>`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "keep" => Ok(NeutralState::Keep),
+            "wipe" => Ok(NeutralState::Wipe),
+            other => match other.strip_prefix("setup:") {
+                Some(id) => Ok(NeutralState::Setup(id.parse()?)),
+                None => Err(Error::invalid(
+                    "neutral",
+                    format!("{other:?} is not one of keep, wipe, setup:<id>"),
+                )),
+            },
+        }
+    }
+}
+
+/// A machine's power access and neutral state, set by admins.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MachineBoot {
+    /// How to power-cycle it.
+    pub power: PowerConfig,
+    /// What it returns to between jobs.
+    pub neutral: NeutralState,
 }
 
 /// Validates a machine name.

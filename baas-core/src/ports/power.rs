@@ -12,6 +12,8 @@ pub enum PowerAction {
     On,
     /// Hard power off.
     Off,
+    /// Ask the OS to shut down (ACPI power button).
+    SoftOff,
     /// Hard reset (power cycle).
     Cycle,
 }

@@ -48,6 +48,8 @@ pub trait BootQueue: Send + Sync + std::fmt::Debug {
         error: Option<String>,
         event: &JobEvent,
     ) -> Result<Job>;
+    /// Replaces a job's session (reservation end, last power cycle).
+    fn set_session(&self, id: JobId, session: &Session) -> Result<()>;
     /// Replaces a job's progress.
     fn set_progress(&self, id: JobId, progress: &Progress) -> Result<()>;
     /// Adds a line to a job's timeline.

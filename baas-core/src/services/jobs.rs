@@ -61,8 +61,31 @@ impl Baas {
 
     /// Queues a job at the end of a machine's queue. Versions are resolved
     /// now ("latest" means latest at queueing time), so what runs is what
-    /// was asked for.
+    /// was asked for. Its session lasts the admin's maximum or until
+    /// released.
     pub fn enqueue_job(&self, actor: &Actor, request: JobRequest) -> Result<Job> {
+        self.enqueue_job_for(actor, request, None)
+    }
+
+    /// [`Baas::enqueue_job`] with the session length the user asks for
+    /// (`hold_ms`; more than the admin's maximum is `Invalid`).
+    pub fn enqueue_job_for(
+        &self,
+        actor: &Actor,
+        request: JobRequest,
+        hold_ms: Option<u64>,
+    ) -> Result<Job> {
+        if let Some(h) = hold_ms {
+            if h == 0 || h > self.config.max_hold_ms {
+                return Err(Error::invalid(
+                    "hold_seconds",
+                    format!(
+                        "a session lasts from 1 s to the maximum of {} s",
+                        self.config.max_hold_ms / 1000
+                    ),
+                ));
+            }
+        }
         let owner = check_user(actor)?;
         let machine = self
             .meta
@@ -127,6 +150,10 @@ impl Baas {
             created_at: self.clock.now(),
             started_at: None,
             finished_at: None,
+            session: Session {
+                hold_ms,
+                ..Session::default()
+            },
         };
         self.queue.enqueue(&job)
     }
@@ -270,7 +297,12 @@ impl Baas {
             )));
         }
         let event = self.event(to.as_str(), message);
-        self.queue.transition(id, &[job.state], to, None, &event)
+        let job = self.queue.transition(id, &[job.state], to, None, &event)?;
+        if to == JobState::Running {
+            self.start_session(&job)?;
+            return self.get_job(actor, id);
+        }
+        Ok(job)
     }
 
     /// Fails a job with the reason and the phase it failed in.

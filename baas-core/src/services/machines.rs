@@ -38,7 +38,7 @@ impl Baas {
         self.insert_new_machine(new, MachineState::Ready)
     }
 
-    fn insert_new_machine(&self, new: NewMachine, state: MachineState) -> Result<Machine> {
+    pub(crate) fn insert_new_machine(&self, new: NewMachine, state: MachineState) -> Result<Machine> {
         let name = new.name.unwrap_or_else(|| new.mac.hyphenated());
         check_machine_name(&name)?;
         check_pool(&new.pool)?;
@@ -52,6 +52,7 @@ impl Baas {
             inventory: None,
             last_seen: None,
             created_at: self.clock.now(),
+            boot: MachineBoot::default(),
         };
         self.meta.insert_machine(&machine)?;
         Ok(machine)

@@ -9,6 +9,7 @@ use crate::ports::*;
 
 mod agent;
 mod auth;
+mod boot;
 mod export;
 mod gc;
 mod images;
@@ -21,6 +22,7 @@ mod users;
 
 pub use agent::LocalAgentLink;
 pub use auth::Actor;
+pub use boot::{BootAction, EnrollPolicy, PowerRequest};
 pub use export::VersionReader;
 pub use gc::{CompactReport, GcReport};
 pub use images::{ImagePatch, NewImage};
@@ -48,6 +50,14 @@ pub struct Config {
     /// margin before its cutoff (milliseconds), for clock skew between
     /// servers that share a chunk directory.
     pub gc_margin_ms: i64,
+    /// What happens to machines whose MAC the server does not know when
+    /// they PXE-boot.
+    pub enroll: EnrollPolicy,
+    /// Lifetime of the agent credential a management-OS boot gets.
+    pub boot_token_ttl_ms: i64,
+    /// The longest session (reservation) a job may have, in milliseconds;
+    /// also a job's session when the user asks for none.
+    pub max_hold_ms: u64,
 }
 
 impl Default for Config {
@@ -59,6 +69,9 @@ impl Default for Config {
             user_quota_bytes: None,
             upload_idle_timeout_ms: 60 * 60 * 1000,
             gc_margin_ms: 5 * 60 * 1000,
+            enroll: EnrollPolicy::Ignore,
+            boot_token_ttl_ms: 4 * 3600 * 1000,
+            max_hold_ms: 24 * 3600 * 1000,
         }
     }
 }

@@ -1,0 +1,3 @@
+ALTER TABLE jobs DROP COLUMN session;
+ALTER TABLE machines DROP COLUMN neutral;
+ALTER TABLE machines DROP COLUMN power;

@@ -1,0 +1,364 @@
+//! The boot path: what a machine that PXE-boots should boot now (the
+//! management OS, with a credential for this boot only, or its local disk),
+//! enrollment of unknown machines, the user's session (reservation and
+//! release), and which machines the server should power-cycle.
+//!
+//! The boot decision is asked anonymously (firmware carries no secret); it
+//! reveals nothing but "boot this" and hands a credential only to a machine
+//! that has work to do. That credential authenticates as the machine's
+//! agent ([`Actor::Agent`]): it reads only that machine's active job, and it
+//! expires after [`Config::boot_token_ttl_ms`](super::Config).
+
+use super::policy::{can_cancel_job, check_moderator};
+use super::{Actor, Baas};
+use crate::model::*;
+use crate::ports::{JobFilter, PowerAction};
+use crate::{Error, Result};
+
+/// What to do with machines whose MAC the server does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnrollPolicy {
+    /// Boot them from their local disk; BAAS never touches them.
+    #[default]
+    Ignore,
+    /// Register them as `pending` and boot the management OS, whose agent
+    /// reports the inventory; an admin then accepts (or retires) them.
+    Enroll,
+}
+
+impl std::str::FromStr for EnrollPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "ignore" => Ok(EnrollPolicy::Ignore),
+            "enroll" => Ok(EnrollPolicy::Enroll),
+            other => Err(Error::invalid(
+                "unknown_machines",
+                format!("{other:?} is not one of enroll, ignore"),
+            )),
+        }
+    }
+}
+
+/// What a booting machine should boot.
+#[derive(Debug, Clone)]
+pub enum BootAction {
+    /// The management OS, whose agent authenticates with `secret`.
+    ManagementOs {
+        /// The machine (created `pending` when it enrolled just now).
+        machine: Box<Machine>,
+        /// The agent credential for this boot (shown only this once).
+        secret: String,
+        /// Why, for the console and the logs.
+        reason: String,
+    },
+    /// The machine's local disk.
+    LocalDisk {
+        /// Why, for the console and the logs.
+        reason: String,
+    },
+}
+
+/// A power cycle the server should do now.
+#[derive(Debug, Clone)]
+pub struct PowerRequest {
+    /// The machine (its `boot.power` says how).
+    pub machine: Machine,
+    /// The job it is for.
+    pub job: JobId,
+    /// What to do.
+    pub action: PowerAction,
+    /// Why.
+    pub reason: String,
+}
+
+impl Baas {
+    /// Decides what the machine with `mac` boots now. Anonymous: see the
+    /// module documentation. Unknown machines enroll or are ignored, as
+    /// [`Config::enroll`](super::Config) says; `arch` is what the firmware
+    /// reported, used when a machine enrolls.
+    pub fn boot(&self, mac: MacAddress, arch: Option<Arch>) -> Result<BootAction> {
+        let local = |reason: String| Ok(BootAction::LocalDisk { reason });
+        let machine = match self.meta.machine_by_mac(mac)? {
+            Some(m) => m,
+            None => match self.config.enroll {
+                EnrollPolicy::Ignore => {
+                    return local(format!("{mac} is not a BAAS machine (enrollment is off)"))
+                }
+                EnrollPolicy::Enroll => {
+                    let new = super::NewMachine {
+                        mac,
+                        name: None,
+                        arch: arch.unwrap_or(Arch::X86_64),
+                        pool: None,
+                    };
+                    match self.insert_new_machine(new, MachineState::Pending) {
+                        Ok(m) => m,
+                        // Two boots of one machine racing: the other enrolled it.
+                        Err(e) if e.kind() == crate::ErrorKind::Conflict => self
+                            .meta
+                            .machine_by_mac(mac)?
+                            .ok_or_else(|| Error::internal("an enrolled machine vanished"))?,
+                        Err(e) => return Err(e),
+                    }
+                }
+            },
+        };
+        let now = self.clock.now();
+        let reason = match machine.state {
+            MachineState::Retired => {
+                return local(format!("{} is retired", machine.name));
+            }
+            MachineState::Pending => format!(
+                "{} is enrolling: the agent reports its inventory and waits for an admin",
+                machine.name
+            ),
+            MachineState::Ready => match self.queue.active_job(machine.id)? {
+                Some(job) if job.state == JobState::Running && !job.session.ended(now) => {
+                    let until = job
+                        .session
+                        .ends_at
+                        .map_or("until released".to_string(), |t| {
+                            format!("until {} ms after the epoch", t.millis())
+                        });
+                    self.queue.append_event(
+                        job.id,
+                        &self.event("boot", "booting the user's OS from the local disk"),
+                    )?;
+                    return local(format!("job {} runs {until}", job.id));
+                }
+                Some(job) => {
+                    let why = match job.state {
+                        JobState::Provisioning => "flashing (again, after a reset)",
+                        JobState::Running => "the session has ended: capturing and cleaning up",
+                        _ => "capturing",
+                    };
+                    self.queue.append_event(
+                        job.id,
+                        &self.event("boot", format!("booting the management OS: {why}")),
+                    )?;
+                    format!("job {}: {why}", job.id)
+                }
+                None => {
+                    let queued = self.queue.jobs(&JobFilter {
+                        machine: Some(machine.id),
+                        states: vec![JobState::Queued],
+                        limit: None,
+                        ..JobFilter::default()
+                    })?;
+                    match queued.first() {
+                        Some(job) => {
+                            self.queue.append_event(
+                                job.id,
+                                &self.event("boot", "booting the management OS to flash"),
+                            )?;
+                            format!("job {} is next", job.id)
+                        }
+                        None => return local(format!("nothing to do for {}", machine.name)),
+                    }
+                }
+            },
+        };
+        let (_, secret) =
+            self.issue_agent_token(&Actor::System, machine.id, self.config.boot_token_ttl_ms)?;
+        Ok(BootAction::ManagementOs {
+            machine: Box::new(machine),
+            secret,
+            reason,
+        })
+    }
+
+    /// Accepts a pending machine into service (moderators and admins).
+    pub fn accept_machine(&self, actor: &Actor, id: MachineId) -> Result<Machine> {
+        check_moderator(actor, "accept machines")?;
+        let m = self.get_machine(actor, id)?;
+        if m.state == MachineState::Ready {
+            return Ok(m);
+        }
+        self.update_machine(
+            actor,
+            id,
+            super::MachinePatch {
+                state: Some(MachineState::Ready),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Takes a machine out of service (moderators and admins); refused
+    /// while it has an active job.
+    pub fn retire_machine(&self, actor: &Actor, id: MachineId) -> Result<Machine> {
+        self.update_machine(
+            actor,
+            id,
+            super::MachinePatch {
+                state: Some(MachineState::Retired),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Sets how the server reaches a machine's power and what the machine
+    /// returns to between jobs (moderators and admins). A neutral setup
+    /// must be one the caller may use.
+    pub fn set_machine_boot(
+        &self,
+        actor: &Actor,
+        id: MachineId,
+        boot: MachineBoot,
+    ) -> Result<Machine> {
+        check_moderator(actor, "change how machines are powered and reset")?;
+        boot.power.check()?;
+        if let NeutralState::Setup(s) = boot.neutral {
+            match self.meta.setup(s)? {
+                Some(setup) if super::policy::can_access_setup(actor, &setup) => {}
+                _ => return Err(Error::not_found(format!("setup {s}"))),
+            }
+        }
+        let mut m = self.get_machine(actor, id)?;
+        m.boot = boot;
+        self.meta.update_machine(&m)?;
+        Ok(m)
+    }
+
+    /// Ends the user's session now (the job's owner, moderators, admins):
+    /// the machine's next boot goes to the management OS, which captures
+    /// and cleans up. With power control the server power-cycles it.
+    pub fn release_job(&self, actor: &Actor, id: JobId) -> Result<Job> {
+        let mut job = self.get_job(actor, id)?;
+        if !can_cancel_job(actor, &job) {
+            return Err(Error::forbidden(format!(
+                "only the owner of job {id} or a moderator may release it"
+            )));
+        }
+        if job.state != JobState::Running {
+            return Err(Error::conflict(format!(
+                "job {id} is {}; only a running job can be released (cancel a queued one)",
+                job.state
+            )));
+        }
+        let now = self.clock.now();
+        if job.session.ended(now) {
+            return Ok(job);
+        }
+        job.session.ends_at = Some(now);
+        self.queue.set_session(id, &job.session)?;
+        let who = match actor {
+            Actor::User { name, .. } => name.clone(),
+            _ => "the system".into(),
+        };
+        self.queue.append_event(
+            id,
+            &self.event("released", format!("session released by {who}")),
+        )?;
+        Ok(job)
+    }
+
+    /// Starts the session clock of a job that just reached `running`.
+    pub(crate) fn start_session(&self, job: &Job) -> Result<()> {
+        let max = self.config.max_hold_ms;
+        let hold = job.session.hold_ms.unwrap_or(max).min(max);
+        let mut session = job.session;
+        let ends = self
+            .clock
+            .now()
+            .plus_millis(hold.min(i64::MAX as u64) as i64);
+        session.ends_at = Some(ends);
+        self.queue.set_session(job.id, &session)?;
+        self.queue.append_event(
+            job.id,
+            &self.event(
+                "session",
+                format!(
+                    "the user's session runs for at most {} s (until released)",
+                    hold / 1000
+                ),
+            ),
+        )
+    }
+
+    /// The power cycles due now (the system; the server runs this every
+    /// few seconds and applies them with its `PowerControl`): a machine
+    /// with power control is cycled once to start its next job, and once
+    /// when the session of its running job has ended. Each is recorded in
+    /// the job's timeline. Machines without power control wait for their
+    /// next boot.
+    pub fn power_due(&self, actor: &Actor) -> Result<Vec<PowerRequest>> {
+        if *actor != Actor::System {
+            return Err(Error::forbidden("only the server itself cycles power"));
+        }
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        for m in self.meta.machines()? {
+            if m.state != MachineState::Ready || m.boot.power == PowerConfig::Manual {
+                continue;
+            }
+            let (job, reason) = match self.queue.active_job(m.id)? {
+                Some(j)
+                    if j.state == JobState::Running
+                        && j.session.ended(now)
+                        && j.session
+                            .cycled_at
+                            .is_none_or(|c| Some(c) < j.session.ends_at) =>
+                {
+                    (
+                        j,
+                        "the session has ended: power-cycling into the management OS",
+                    )
+                }
+                Some(_) => continue,
+                None => {
+                    let queued = self.queue.jobs(&JobFilter {
+                        machine: Some(m.id),
+                        states: vec![JobState::Queued],
+                        ..JobFilter::default()
+                    })?;
+                    match queued.into_iter().next() {
+                        Some(j) if j.session.cycled_at.is_none() => {
+                            (j, "power-cycling the machine to start the job")
+                        }
+                        _ => continue,
+                    }
+                }
+            };
+            let mut session = job.session;
+            session.cycled_at = Some(now);
+            self.queue.set_session(job.id, &session)?;
+            self.queue
+                .append_event(job.id, &self.event("power", reason))?;
+            out.push(PowerRequest {
+                machine: m,
+                job: job.id,
+                action: PowerAction::Cycle,
+                reason: reason.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records the outcome of a power request in its job's timeline.
+    pub fn power_done(
+        &self,
+        actor: &Actor,
+        request: &PowerRequest,
+        error: Option<&str>,
+    ) -> Result<()> {
+        if *actor != Actor::System {
+            return Err(Error::forbidden("only the server itself cycles power"));
+        }
+        let text = match error {
+            None => format!(
+                "power cycle of {} done ({})",
+                request.machine.name,
+                request.machine.boot.power.kind()
+            ),
+            Some(e) => format!(
+                "power cycle of {} failed ({}): {e}; the job waits for the machine's next boot",
+                request.machine.name,
+                request.machine.boot.power.kind()
+            ),
+        };
+        self.queue
+            .append_event(request.job, &self.event("power", text))
+    }
+}
