@@ -329,8 +329,138 @@ const FRAME_RAW: u8 = 0;
 /// Frame tag: the payload is one zstd frame.
 const FRAME_ZSTD: u8 = 1;
 /// Frame tag: one zstd frame, recompressed by compaction (decoded like
-/// `FRAME_ZSTD`; compaction skips it).
+/// `FRAME_ZSTD`).
 const FRAME_ZSTD_COMPACT: u8 = 2;
+/// Frame tag: the 32-byte hash of a zstd dictionary, then one zstd frame
+/// made with that dictionary (compaction). The dictionary is stored in the
+/// chunk store like a chunk, under that hash.
+const FRAME_ZSTD_DICT: u8 = 3;
+
+/// Bytes at the start of a frame that say everything about its encoding,
+/// the dictionary it needs included (see [`frame_dictionary`]).
+pub const FRAME_HEADER_LEN: usize = 33;
+
+/// Largest dictionary compaction trains (zstd's default size).
+pub const MAX_DICTIONARY_SIZE: usize = 112_640;
+
+/// The dictionary `frame` needs to decode, if any. Reads only the first
+/// [`FRAME_HEADER_LEN`] bytes, so a frame's header is enough.
+pub fn frame_dictionary(frame: &[u8]) -> Option<ChunkHash> {
+    match frame.split_first() {
+        Some((&FRAME_ZSTD_DICT, rest)) if rest.len() >= 32 => {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&rest[..32]);
+            Some(ChunkHash(h))
+        }
+        _ => None,
+    }
+}
+
+/// A zstd dictionary: its bytes, named by their hash, ready for decoding.
+/// Stored in the chunk store as an ordinary frame of those bytes
+/// ([`Dictionary::frame`]), so it travels and is verified like a chunk.
+pub struct Dictionary {
+    hash: ChunkHash,
+    bytes: Vec<u8>,
+    decoder: zstd::dict::DecoderDictionary<'static>,
+}
+
+impl fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dictionary")
+            .field("hash", &self.hash)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl Dictionary {
+    /// The dictionary made of `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Dictionary {
+        Dictionary {
+            hash: ChunkHash::of(&bytes),
+            decoder: zstd::dict::DecoderDictionary::copy(&bytes),
+            bytes,
+        }
+    }
+
+    /// Decodes a dictionary's stored frame and checks it against `hash`.
+    pub fn from_frame(frame: &[u8], hash: &ChunkHash) -> Result<Dictionary> {
+        if frame_dictionary(frame).is_some() {
+            return Err(Error::internal(format!(
+                "dictionary {hash} is itself stored with a dictionary"
+            )));
+        }
+        Ok(Dictionary::new(decode_frame(frame, hash)?))
+    }
+
+    /// Trains a dictionary of at most `max_size` bytes on `samples` (zstd's
+    /// dictionary builder). Fails when the samples are too few or too
+    /// uniform to learn from.
+    pub fn train(samples: &[&[u8]], max_size: usize) -> Result<Dictionary> {
+        let bytes = zstd::dict::from_samples(samples, max_size).map_err(|e| {
+            Error::internal("training a compression dictionary failed").with_source(e)
+        })?;
+        Ok(Dictionary::new(bytes))
+    }
+
+    /// The hash its bytes hash to: its name in the chunk store.
+    pub fn hash(&self) -> ChunkHash {
+        self.hash
+    }
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The frame it is stored as (never itself with a dictionary).
+    pub fn frame(&self) -> Result<Vec<u8>> {
+        encode_frame(&self.bytes, 19)
+    }
+}
+
+/// Compresses chunks with a dictionary, as compaction does (one per
+/// thread: it holds a zstd context with the dictionary loaded).
+pub struct DictEncoder {
+    dictionary: ChunkHash,
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+impl fmt::Debug for DictEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DictEncoder({:?})", self.dictionary)
+    }
+}
+
+impl DictEncoder {
+    /// An encoder at zstd `level` with `dictionary`.
+    pub fn new(dictionary: &Dictionary, level: i32) -> Result<DictEncoder> {
+        let compressor = zstd::bulk::Compressor::with_dictionary(level, dictionary.bytes())
+            .map_err(|e| Error::internal("creating a zstd context failed").with_source(e))?;
+        Ok(DictEncoder {
+            dictionary: dictionary.hash(),
+            compressor,
+        })
+    }
+
+    /// The dictionary frame of `data`; `None` when it would not save at
+    /// least 1/64 of `old_len` (the size of the frame it would replace).
+    pub fn encode(&mut self, data: &[u8], old_len: usize) -> Result<Option<Vec<u8>>> {
+        let z = self
+            .compressor
+            .compress(data)
+            .map_err(|e| Error::internal("compressing a chunk failed").with_source(e))?;
+        if FRAME_HEADER_LEN + z.len() + old_len / 64 >= old_len {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(FRAME_HEADER_LEN + z.len());
+        out.push(FRAME_ZSTD_DICT);
+        out.extend_from_slice(&self.dictionary.0);
+        out.extend_from_slice(&z);
+        Ok(Some(out))
+    }
+}
 
 /// Encodes a chunk for storage and transfer: zstd at `level`, or raw when
 /// compression would not save at least 1/32 of the bytes. For many chunks,
@@ -342,7 +472,15 @@ pub fn encode_frame(data: &[u8], level: i32) -> Result<Vec<u8>> {
 /// Whether `frame` was already recompressed by compaction (or is stored
 /// raw because it does not compress).
 pub fn frame_is_compact(frame: &[u8]) -> bool {
-    matches!(frame.first(), Some(&FRAME_ZSTD_COMPACT) | Some(&FRAME_RAW))
+    matches!(
+        frame.first(),
+        Some(&FRAME_ZSTD_COMPACT) | Some(&FRAME_ZSTD_DICT) | Some(&FRAME_RAW)
+    )
+}
+
+/// Whether `frame` is stored raw (it did not compress).
+pub fn frame_is_raw(frame: &[u8]) -> bool {
+    frame.first() == Some(&FRAME_RAW)
 }
 
 /// Recompresses the decoded bytes of a chunk at `level` as a compacted
@@ -424,14 +562,49 @@ impl FrameEncoder {
 
 /// Decodes a frame and checks it against `hash`. A mismatch is an error,
 /// never silent corruption; so is a frame that expands past
-/// [`MAX_CHUNK_SIZE`].
+/// [`MAX_CHUNK_SIZE`], and a frame that needs a dictionary (use
+/// [`decode_frame_with`] or a [`FrameDecoder`]).
 pub fn decode_frame(frame: &[u8], hash: &ChunkHash) -> Result<Vec<u8>> {
+    decode_frame_with(frame, hash, None)
+}
+
+/// Room to decompress a zstd frame into: its declared content size when
+/// that is sane, else the largest chunk.
+fn decompressed_capacity(payload: &[u8]) -> usize {
+    match zstd::zstd_safe::get_frame_content_size(payload) {
+        Ok(Some(n)) if n <= u64::from(MAX_CHUNK_SIZE) => n as usize,
+        _ => MAX_CHUNK_SIZE as usize,
+    }
+}
+
+/// [`decode_frame`], with the dictionary the frame needs, if it needs one
+/// ([`frame_dictionary`]).
+pub fn decode_frame_with(
+    frame: &[u8],
+    hash: &ChunkHash,
+    dictionary: Option<&Dictionary>,
+) -> Result<Vec<u8>> {
+    let undecodable =
+        |e| Error::internal(format!("chunk {hash} does not decompress")).with_source(e);
     let data = match frame.split_first() {
         Some((&FRAME_RAW, payload)) if payload.len() <= MAX_CHUNK_SIZE as usize => payload.to_vec(),
         Some((&(FRAME_ZSTD | FRAME_ZSTD_COMPACT), payload)) => {
-            zstd::bulk::decompress(payload, MAX_CHUNK_SIZE as usize).map_err(|e| {
-                Error::internal(format!("chunk {hash} does not decompress")).with_source(e)
-            })?
+            zstd::bulk::decompress(payload, decompressed_capacity(payload)).map_err(undecodable)?
+        }
+        Some((&FRAME_ZSTD_DICT, rest)) if rest.len() > 32 => {
+            let want = frame_dictionary(frame).expect("a dictionary frame names one");
+            let dict = match dictionary {
+                Some(d) if d.hash() == want => d,
+                _ => {
+                    return Err(Error::internal(format!(
+                        "chunk {hash} needs dictionary {want}, which was not given"
+                    )))
+                }
+            };
+            let payload = &rest[32..];
+            zstd::bulk::Decompressor::with_prepared_dictionary(&dict.decoder)
+                .and_then(|mut d| d.decompress(payload, decompressed_capacity(payload)))
+                .map_err(undecodable)?
         }
         _ => {
             return Err(Error::internal(format!(
@@ -446,6 +619,75 @@ pub fn decode_frame(frame: &[u8], hash: &ChunkHash) -> Result<Vec<u8>> {
         )));
     }
     Ok(data)
+}
+
+/// Most dictionaries a [`FrameDecoder`] keeps (one per image, usually).
+const DECODER_DICTIONARIES: usize = 8;
+
+/// Decodes frames, loading the dictionaries they need once and keeping
+/// them. Shared by the threads of one reader (an export, a flash).
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    dictionaries: std::sync::Mutex<Vec<std::sync::Arc<Dictionary>>>,
+    /// Held while loading, so threads that need the same new dictionary
+    /// at once load it once.
+    loading: std::sync::Mutex<()>,
+}
+
+impl FrameDecoder {
+    /// A decoder that knows no dictionary yet.
+    pub fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    /// The dictionary named `hash`, if already loaded.
+    pub fn dictionary(&self, hash: &ChunkHash) -> Option<std::sync::Arc<Dictionary>> {
+        self.dictionaries
+            .lock()
+            .ok()?
+            .iter()
+            .find(|d| d.hash() == *hash)
+            .cloned()
+    }
+
+    /// Keeps `dictionary` for later frames.
+    pub fn add(&self, dictionary: Dictionary) -> std::sync::Arc<Dictionary> {
+        let d = std::sync::Arc::new(dictionary);
+        if let Ok(mut all) = self.dictionaries.lock() {
+            if !all.iter().any(|x| x.hash() == d.hash()) {
+                if all.len() >= DECODER_DICTIONARIES {
+                    all.remove(0);
+                }
+                all.push(d.clone());
+            }
+        }
+        d
+    }
+
+    /// Decodes `frame` (see [`decode_frame`]). When it needs a dictionary
+    /// not loaded yet, `load` gets that dictionary's stored frame, which is
+    /// verified against the dictionary's hash before use.
+    pub fn decode(
+        &self,
+        frame: &[u8],
+        hash: &ChunkHash,
+        load: impl FnOnce(&ChunkHash) -> Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let Some(want) = frame_dictionary(frame) else {
+            return decode_frame(frame, hash);
+        };
+        let dict = match self.dictionary(&want) {
+            Some(d) => d,
+            None => {
+                let _one = self.loading.lock();
+                match self.dictionary(&want) {
+                    Some(d) => d,
+                    None => self.add(Dictionary::from_frame(&load(&want)?, &want)?),
+                }
+            }
+        };
+        decode_frame_with(frame, hash, Some(&dict))
+    }
 }
 
 #[cfg(test)]
@@ -505,6 +747,125 @@ mod tests {
             compact_frame(&data, 19, small.len()).expect("compact"),
             None
         );
+    }
+
+    /// Chunks drawn from one vocabulary of pseudo-random words: each alone
+    /// compresses poorly, together they share a lot (what a dictionary is
+    /// for).
+    fn vocabulary_chunks(count: usize, len: usize) -> Vec<Vec<u8>> {
+        let word =
+            |i: u64| -> [u8; 8] { (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 3).to_le_bytes() };
+        let mut x = 12345u64;
+        (0..count)
+            .map(|_| {
+                let mut c = Vec::with_capacity(len);
+                while c.len() < len {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    c.extend_from_slice(&word(x % 4096));
+                }
+                c.truncate(len);
+                c
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dictionary_frames_round_trip_and_need_their_dictionary() {
+        let chunks = vocabulary_chunks(64, 16 * 1024);
+        let samples: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let dict = Dictionary::train(&samples, 16 * 1024).expect("train");
+        assert!(!dict.bytes().is_empty() && dict.bytes().len() <= 16 * 1024);
+        let data = &chunks[3];
+        let h = ChunkHash::of(data);
+        let plain = encode_frame(data, 19).expect("plain");
+        let mut enc = DictEncoder::new(&dict, 19).expect("encoder");
+        let framed = enc
+            .encode(data, plain.len())
+            .expect("encode")
+            .expect("the dictionary helps");
+        assert!(
+            framed.len() < plain.len(),
+            "{} vs {}",
+            framed.len(),
+            plain.len()
+        );
+        assert!(frame_is_compact(&framed));
+        assert_eq!(frame_dictionary(&framed), Some(dict.hash()));
+        assert_eq!(
+            frame_dictionary(&framed[..FRAME_HEADER_LEN]),
+            Some(dict.hash())
+        );
+        assert_eq!(frame_dictionary(&plain), None);
+        let err = decode_frame(&framed, &h).expect_err("needs its dictionary");
+        assert!(
+            err.message().contains("needs dictionary"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(
+            decode_frame_with(&framed, &h, Some(&dict)).expect("decode"),
+            *data
+        );
+        let other = Dictionary::train(&samples[..32], 8 * 1024).expect("train");
+        assert_ne!(other.hash(), dict.hash());
+        assert!(decode_frame_with(&framed, &h, Some(&other)).is_err());
+        let mut bad = framed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x55;
+        assert!(decode_frame_with(&bad, &h, Some(&dict)).is_err());
+        assert!(decode_frame_with(&framed[..FRAME_HEADER_LEN], &h, Some(&dict)).is_err());
+        // Stored as an ordinary frame, verified against its hash.
+        let stored = dict.frame().expect("frame");
+        assert_eq!(frame_dictionary(&stored), None);
+        let back = Dictionary::from_frame(&stored, &dict.hash()).expect("load");
+        assert_eq!(back.bytes(), dict.bytes());
+        assert!(Dictionary::from_frame(&stored, &h).is_err());
+        assert!(Dictionary::from_frame(&framed, &h).is_err());
+    }
+
+    #[test]
+    fn frame_decoder_loads_each_dictionary_once() {
+        let chunks = vocabulary_chunks(64, 16 * 1024);
+        let samples: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let dict = Dictionary::train(&samples, 16 * 1024).expect("train");
+        let stored = dict.frame().expect("frame");
+        let mut enc = DictEncoder::new(&dict, 3).expect("encoder");
+        let decoder = FrameDecoder::new();
+        let loads = std::cell::Cell::new(0);
+        for c in &chunks[..8] {
+            let f = enc.encode(c, c.len()).expect("encode").expect("smaller");
+            let got = decoder
+                .decode(&f, &ChunkHash::of(c), |want| {
+                    assert_eq!(*want, dict.hash());
+                    loads.set(loads.get() + 1);
+                    Ok(stored.clone())
+                })
+                .expect("decode");
+            assert_eq!(got, *c);
+        }
+        assert_eq!(loads.get(), 1);
+        let plain = encode_frame(&chunks[9], 3).expect("plain");
+        let got = decoder
+            .decode(&plain, &ChunkHash::of(&chunks[9]), |_| {
+                panic!("a plain frame needs no dictionary")
+            })
+            .expect("decode");
+        assert_eq!(got, chunks[9]);
+        // A corrupted dictionary is refused, never used.
+        let fresh = FrameDecoder::new();
+        let f = enc
+            .encode(&chunks[1], chunks[1].len())
+            .expect("encode")
+            .expect("smaller");
+        let mut bad = stored.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(fresh
+            .decode(&f, &ChunkHash::of(&chunks[1]), |_| Ok(bad))
+            .is_err());
+        assert!(fresh.dictionary(&dict.hash()).is_none());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! and `usage`. The sweep is in `sweep.rs`.
 
 use std::fs::{self, File};
-use std::io::{self, ErrorKind as IoKind, Write};
+use std::io::{self, ErrorKind as IoKind, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -587,6 +587,25 @@ impl ChunkStore for FsChunkStore {
         crate::sweep::sweep(self, keep, cutoff)
     }
 
+    fn scan_headers(&self, len: usize, each: &(dyn Fn(&ChunkHash, &[u8]) + Sync)) -> Result<()> {
+        self.on_fanout_dirs(&|byte, dir| {
+            let mut head = vec![0u8; len];
+            self.for_each_chunk(byte, dir, |hash, path| {
+                let n = match File::open(&path).and_then(|mut f| read_up_to(&mut f, &mut head)) {
+                    Ok(n) => n,
+                    // Swept meanwhile.
+                    Err(e) if e.kind() == IoKind::NotFound => return Ok(()),
+                    Err(e) => {
+                        return Err(io_unavailable(format!("reading chunk {hash} failed"), e))
+                    }
+                };
+                each(&hash, &head[..n]);
+                Ok(())
+            })
+        })?;
+        Ok(())
+    }
+
     fn usage(&self) -> Result<Usage> {
         let per_dir = self.on_fanout_dirs(&|byte, dir| {
             let mut usage = Usage::default();
@@ -612,6 +631,20 @@ impl ChunkStore for FsChunkStore {
             bytes: a.bytes + u.bytes,
         }))
     }
+}
+
+/// Reads until `buf` is full or the file ends; how many bytes were read.
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == IoKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// fsyncs a directory, making the renames and creations in it durable.

@@ -182,3 +182,29 @@ pub fn concurrent_puts_of_one_chunk(s: &ChunkSubject) {
     s.store.sync().expect("sync");
     assert_eq!(s.store.get(&h).expect("get"), f);
 }
+
+/// `scan_headers` sees every stored chunk with the start of its frame.
+pub fn scan_headers_sees_every_chunk(s: &ChunkSubject) {
+    let chunks: Vec<_> = [(21u8, 1usize), (22, 4096), (23, 65536)]
+        .into_iter()
+        .map(|(seed, len)| chunk(seed, len))
+        .collect();
+    for (h, f) in &chunks {
+        s.store.put(h, f).expect("put");
+    }
+    s.store.sync().expect("sync");
+    let seen = std::sync::Mutex::new(std::collections::HashMap::new());
+    s.store
+        .scan_headers(33, &|h, head| {
+            seen.lock().expect("lock").insert(*h, head.to_vec());
+        })
+        .expect("scan");
+    let seen = seen.into_inner().expect("lock");
+    for (h, f) in &chunks {
+        assert_eq!(
+            seen.get(h).map(Vec::as_slice),
+            Some(&f[..f.len().min(33)]),
+            "{h}"
+        );
+    }
+}

@@ -175,7 +175,8 @@ macro_rules! chunk_store_conformance {
         $crate::__conformance_cases!($make, chunks:
             put_get_round_trip, put_is_idempotent, missing_chunk_is_not_found, touch_and_contains,
             sweep_keeps_referenced_and_recent, touched_chunks_survive_sweep, usage_counts_frames,
-            concurrent_puts_of_one_chunk, sync_makes_puts_visible, rewrite_replaces_present_frames);
+            concurrent_puts_of_one_chunk, sync_makes_puts_visible, rewrite_replaces_present_frames,
+            scan_headers_sees_every_chunk);
     };
 }
 
@@ -190,6 +191,7 @@ macro_rules! services_conformance {
             chunk_upload_protocol_resumes, corrupted_chunk_is_an_error, gc_reclaims_only_orphans,
             gc_spares_chunks_of_an_import_in_progress, authorization_rules, tokens_authenticate_until_revoked,
             queue_flow_and_capture_rules, range_reads_and_latest, compaction_saves_space_and_keeps_bytes,
+            compaction_dictionary_outlives_every_frame_that_needs_it,
             boot_decisions_enrollment_sessions_and_power);
     };
 }

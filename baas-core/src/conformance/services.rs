@@ -486,6 +486,110 @@ pub fn compaction_saves_space_and_keeps_bytes(s: &ServicesSubject) {
     assert_eq!(again.rewritten, 0);
 }
 
+/// Data whose 64 KiB chunks share a vocabulary of pseudo-random words:
+/// each chunk alone compresses poorly, an image's dictionary learns them.
+fn vocabulary(len: usize) -> Vec<u8> {
+    let word = |i: u64| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 3).to_le_bytes();
+    let mut x = 987_654_321u64;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Half from a few common words, so that each chunk compresses
+        // some on its own (else it is stored raw).
+        v.extend_from_slice(&word(if x & 1 == 0 { x % 16 } else { x % 4096 }));
+    }
+    v.truncate(len);
+    v
+}
+
+/// Compaction with a per-image dictionary: every byte reads back, the
+/// dictionary is reused rather than trained again, and a collection keeps
+/// it while any stored frame needs it, even a frame no version references
+/// that an import in progress is reusing. Only when no frame needs it any
+/// more is it collected.
+pub fn compaction_dictionary_outlives_every_frame_that_needs_it(s: &ServicesSubject) {
+    use crate::content::frame_dictionary;
+    use crate::services::DICTIONARY_MIN_CHUNKS;
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let data = vocabulary(DICTIONARY_MIN_CHUNKS * CHUNK_SIZE as usize);
+    let v = import(&b, &p.alice, img.id, &data);
+    let before = s.0.chunks.usage().expect("usage");
+    let r = b.compact_chunks(&p.admin, 3, 2).expect("compact");
+    assert_eq!(r.dictionaries, 1, "{r:?}");
+    assert!(r.rewritten > 0 && r.saved_bytes > 0, "{r:?}");
+    let after = s.0.chunks.usage().expect("usage");
+    assert_eq!(before.bytes - after.bytes, r.saved_bytes);
+    assert_eq!(after.chunks, before.chunks + 1, "the dictionary is a chunk");
+    assert!(export(&b, &p.alice, img.id, VersionRef::Number(v.number)) == data);
+    let (_, manifest) = b
+        .get_manifest(&p.alice, img.id, VersionRef::Number(v.number))
+        .expect("manifest");
+    let first = manifest
+        .chunks()
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .expect("data");
+    let dict =
+        frame_dictionary(&s.0.chunks.get(&first).expect("frame")).expect("a dictionary frame");
+    assert!(s.0.chunks.contains(&dict).expect("contains"));
+    let again = b.compact_chunks(&p.admin, 3, 2).expect("compact again");
+    assert_eq!((again.rewritten, again.dictionaries), (0, 0), "{again:?}");
+
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let gc = b.collect_garbage(&p.admin).expect("gc");
+    assert_eq!(gc.sweep.removed, 0, "{gc:?}");
+    assert!(gc.dictionaries >= 1);
+    assert!(export(&b, &p.alice, img.id, VersionRef::Number(v.number)) == data);
+
+    // The image goes; an import of the same data reuses its first chunks
+    // (dictionary frames, recent again) while a collection runs.
+    b.delete_image(&p.alice, img.id).expect("delete");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let img2 = new_image(&b, &p.alice, 4096);
+    let (reached_tx, reached_rx) = mpsc::channel();
+    let (open_tx, open_rx) = mpsc::channel();
+    let half = 16 * CHUNK_SIZE as usize;
+    let gate = Gate {
+        first: data[..half].to_vec(),
+        rest: data[half..].to_vec(),
+        pos: 0,
+        reached: Some(reached_tx),
+        open: open_rx,
+    };
+    std::thread::scope(|sc| {
+        let (b2, who) = (b.clone(), p.alice.clone());
+        let h = sc.spawn(move || {
+            let mut gate = gate;
+            b2.import_version(&who, img2.id, &mut gate, ImportOptions::default())
+        });
+        reached_rx.recv().expect("import reached the gate");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let gc = b.collect_garbage(&p.admin).expect("gc");
+        assert!(gc.sweep.removed > 0, "{gc:?}");
+        assert!(
+            s.0.chunks.contains(&dict).expect("contains"),
+            "a frame kept for the import needs the dictionary"
+        );
+        open_tx.send(()).expect("open gate");
+        let v2 = h.join().expect("thread").expect("import commits");
+        assert!(export(&b, &p.alice, img2.id, VersionRef::Number(v2.number)) == data);
+    });
+
+    // No frame needs it any more: the next collections take it.
+    b.delete_image(&p.alice, img2.id).expect("delete");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    b.collect_garbage(&p.admin).expect("gc");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let last = b.collect_garbage(&p.admin).expect("gc");
+    assert!(!s.0.chunks.contains(&dict).expect("contains"), "{last:?}");
+}
+
 /// Who may do what, through the services.
 pub fn authorization_rules(s: &ServicesSubject) {
     let b = baas(s);
@@ -929,6 +1033,7 @@ pub fn queue_flow_and_capture_rules(s: &ServicesSubject) {
             "provisioning",
             "provisioning",
             "running",
+            "session",
             "capturing",
             "succeeded"
         ]
@@ -1033,7 +1138,6 @@ pub fn range_reads_and_latest(s: &ServicesSubject) {
         v1.number
     );
     assert_eq!(
-            "session",
         b.get_version(&p.alice, img.id, VersionRef::Number(v2.number))
             .expect_err("gone")
             .kind(),

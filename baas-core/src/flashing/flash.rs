@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use super::pipeline::{retry, runs, scan, Crew, Fault, Layout, Meter};
 use super::{FlashOptions, FlashReport, MAX_REFETCHES};
-use crate::content::{decode_frame, is_zero, ChunkHash, Manifest};
+use crate::content::{is_zero, ChunkHash, FrameDecoder, Manifest};
 use crate::model::{JobId, Progress};
 use crate::ports::{AgentLink, BlockDevice};
 use crate::{Error, Result};
@@ -177,6 +177,7 @@ pub(crate) fn flash_in_phases(
         layout,
         counters: &counters,
         fault: Fault::default(),
+        decoder: FrameDecoder::new(),
     };
     let (plan, written) = ctx.write(&mut meter)?;
 
@@ -224,6 +225,8 @@ struct Ctx<'a> {
     layout: Layout,
     counters: &'a Counters,
     fault: Fault,
+    /// Keeps the dictionaries of compacted frames, fetched once each.
+    decoder: FrameDecoder,
 }
 
 impl Ctx<'_> {
@@ -436,6 +439,15 @@ impl Ctx<'_> {
         Ok(frames)
     }
 
+    /// The stored frame of dictionary `dictionary`, which the frame of
+    /// `chunk` needs: the server hands out a dictionary only together with
+    /// a chunk of the job whose frame needs it.
+    fn fetch_dictionary(&self, chunk: &ChunkHash, dictionary: &ChunkHash) -> Result<Vec<u8>> {
+        self.fetch(&[*chunk, *dictionary])?
+            .pop()
+            .ok_or_else(|| Error::internal("the server sent no dictionary"))
+    }
+
     /// A writer thread: decodes and verifies frames (fetching a corrupted
     /// one again), and writes them. Returns the positions it wrote.
     fn writer(&self, frames: &Mutex<Receiver<Fetched>>) -> Vec<usize> {
@@ -465,7 +477,10 @@ impl Ctx<'_> {
         } = item;
         let mut refetches = 0;
         let data = loop {
-            match decode_frame(&frame, &hash) {
+            let decoded = self
+                .decoder
+                .decode(&frame, &hash, |d| self.fetch_dictionary(&hash, d));
+            match decoded {
                 Ok(data) => break data,
                 Err(e) if refetches >= MAX_REFETCHES => {
                     return Err(Error::internal(format!(

@@ -764,6 +764,71 @@ pub fn corrupted_frame_is_refetched_never_written(s: &FlashSubject) {
     }
 }
 
+/// Frames compacted with an image's dictionary: the agent fetches the
+/// dictionary once, together with a chunk whose frame needs it (the server
+/// gives it out no other way), and the disk ends byte for byte right.
+pub fn compacted_frames_bring_their_dictionary(s: &FlashSubject) {
+    let w = world(s);
+    let mut rng = Rng::new(5);
+    let word = |i: u64| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 3).to_le_bytes();
+    let mut a = Vec::new();
+    while a.len() < crate::services::DICTIONARY_MIN_CHUNKS * CHUNK {
+        let x = rng.next_u64();
+        a.extend_from_slice(&word(if x & 1 == 0 { x % 16 } else { x % 4096 }));
+    }
+    a.extend(std::iter::repeat_n(0u8, 3 * CHUNK));
+    let img = w.image(a.len() as u64);
+    let v = w.import(&img, &a);
+    let report = w
+        .baas
+        .compact_chunks(&Actor::System, 3, 2)
+        .expect("compact");
+    assert_eq!(report.dictionaries, 1, "{report:?}");
+    let job = w.job(&[(&img, v.number, 0, false)]);
+    let manifest = w.link.manifest(job.id, 0).expect("manifest");
+    let first = manifest
+        .chunks()
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .expect("data");
+    let frame = w.link.chunks(job.id, 0, &[first]).expect("chunk").remove(0);
+    let dict = crate::content::frame_dictionary(&frame).expect("a dictionary frame");
+    assert_eq!(
+        w.link
+            .chunks(job.id, 0, &[dict])
+            .expect_err("not alone")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    let both = w
+        .link
+        .chunks(job.id, 0, &[first, dict])
+        .expect("with its chunk");
+    crate::content::Dictionary::from_frame(&both[1], &dict).expect("the dictionary");
+
+    let device = (s.device)(a.len() as u64);
+    fill_device(&*device, 3);
+    let link = TestLink::new(&w.link, Faults::default());
+    let r = flash(
+        &*device,
+        &link,
+        job.id,
+        0,
+        &test_options(),
+        &mut no_progress(),
+    )
+    .expect("flash");
+    assert_eq!(
+        r.frames,
+        r.fetched + 2,
+        "one extra call of two frames: {r:?}"
+    );
+    assert!(read_back(&*device, a.len() as u64) == a);
+    assert_eq!(r.root, root_of(&a));
+}
+
 /// A server that is unavailable for a while mid-fetch: the flash waits,
 /// resumes where it stopped (nothing fetched twice) and ends right. An
 /// outage longer than the retries is an `Unavailable` error.
@@ -1197,7 +1262,7 @@ macro_rules! flashing_conformance {
             unavailable_server_mid_fetch_resumes, crash_mid_flash_converges,
             capture_of_a_modified_disk, capture_of_an_unchanged_disk_uploads_nothing,
             run_job_walks_the_lifecycle, run_job_without_capture_succeeds,
-            run_job_failures_name_the_phase);
+            run_job_failures_name_the_phase, compacted_frames_bring_their_dictionary);
     };
 }
 

@@ -26,8 +26,10 @@ pub trait AgentLink: Send + Sync + std::fmt::Debug {
     fn manifest(&self, job: JobId, entry: usize) -> Result<Manifest>;
 
     /// The stored frames of `hashes` (at most [`MAX_CHUNKS_PER_CALL`]),
-    /// which must all be in entry `entry`'s manifest, in order. The caller
-    /// verifies each frame against its hash.
+    /// which must all be in entry `entry`'s manifest, in order, except a
+    /// dictionary that the frame of another hash of the same call needs
+    /// (`content::frame_dictionary`). The caller verifies each frame
+    /// against its hash.
     fn chunks(&self, job: JobId, entry: usize, hashes: &[ChunkHash]) -> Result<Vec<Vec<u8>>>;
 
     /// Starts capturing the disk of entry `entry` of `job` as a new version

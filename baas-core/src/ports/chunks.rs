@@ -83,4 +83,34 @@ pub trait ChunkStore: Send + Sync + std::fmt::Debug {
 
     /// Space used.
     fn usage(&self) -> Result<Usage>;
+
+    /// Calls `each` with the hash and the first `len` bytes (all of it when
+    /// shorter) of every stored chunk's frame: how garbage collection finds
+    /// the dictionaries frames need (`content::frame_dictionary`) without
+    /// reading whole frames. A chunk put or removed meanwhile may or may
+    /// not be seen. The default lists the chunks with a sweep that keeps
+    /// everything and reads each frame whole; adapters can do better.
+    fn scan_headers(&self, len: usize, each: &(dyn Fn(&ChunkHash, &[u8]) + Sync)) -> Result<()> {
+        let seen = std::sync::Mutex::new(Vec::new());
+        self.sweep(
+            &|h| {
+                if let Ok(mut s) = seen.lock() {
+                    s.push(*h);
+                }
+                true
+            },
+            Timestamp(i64::MIN),
+        )?;
+        let seen = seen
+            .into_inner()
+            .map_err(|_| crate::Error::internal("chunk scan lock poisoned"))?;
+        for h in seen {
+            match self.get(&h) {
+                Ok(frame) => each(&h, &frame[..len.min(frame.len())]),
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }

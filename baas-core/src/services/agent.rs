@@ -81,7 +81,8 @@ impl Baas {
     }
 
     /// Stored frames of chunks of entry `entry`'s version, in order. Every
-    /// hash must be in that manifest.
+    /// hash must be in that manifest, or be the dictionary that the frame
+    /// of another hash of the same call needs.
     pub fn agent_chunks(
         &self,
         actor: &Actor,
@@ -96,10 +97,23 @@ impl Baas {
         }
         let (_, e) = self.agent_entry(actor, job, entry)?;
         let known = self.chunk_set(e.image, e.version)?;
-        if let Some(h) = hashes.iter().find(|h| !known.contains(h)) {
-            return Err(Error::not_found(format!(
-                "chunk {h} in entry {entry} of job {job}"
-            )));
+        if hashes.iter().any(|h| !known.contains(h)) {
+            // Allowed only as the dictionary a compacted frame of this same
+            // call needs (`content::frame_dictionary`).
+            let needed: HashSet<ChunkHash> = hashes
+                .iter()
+                .filter(|h| known.contains(h))
+                .filter_map(|h| self.chunks.get(h).ok())
+                .filter_map(|f| crate::content::frame_dictionary(&f))
+                .collect();
+            if let Some(h) = hashes
+                .iter()
+                .find(|h| !known.contains(h) && !needed.contains(h))
+            {
+                return Err(Error::not_found(format!(
+                    "chunk {h} in entry {entry} of job {job}"
+                )));
+            }
         }
         let get = |h: &ChunkHash| {
             self.chunks.get(h).map_err(|e| match e.kind() {

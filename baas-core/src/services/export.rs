@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use super::{Actor, Baas};
-use crate::content::{decode_frame, ChunkHash, Manifest};
+use crate::content::{ChunkHash, FrameDecoder, Manifest};
 use crate::model::*;
 use crate::ports::ChunkStore;
 use crate::Result;
@@ -22,6 +22,8 @@ pub struct VersionReader {
     pos: u64,
     /// The decoded chunk under `pos`, by index.
     current: Option<(usize, Vec<u8>)>,
+    /// Keeps the dictionaries compacted frames need.
+    decoder: FrameDecoder,
 }
 
 impl VersionReader {
@@ -51,7 +53,7 @@ impl VersionReader {
         }
         let data = match self.manifest.chunks()[index] {
             None => Vec::new(),
-            Some(hash) => fetch(&*self.chunks, &hash).map_err(io::Error::other)?,
+            Some(hash) => fetch(&*self.chunks, &self.decoder, &hash).map_err(io::Error::other)?,
         };
         if !data.is_empty() && data.len() != self.manifest.chunk_len(index) {
             return Err(io::Error::other(crate::Error::internal(format!(
@@ -64,14 +66,23 @@ impl VersionReader {
     }
 }
 
-fn fetch(store: &dyn ChunkStore, hash: &ChunkHash) -> Result<Vec<u8>> {
-    let frame = store.get(hash).map_err(|e| match e.kind() {
+/// `NotFound` for something a committed version needs is the store's fault.
+fn missing(what: String) -> impl Fn(crate::Error) -> crate::Error {
+    move |e| match e.kind() {
         crate::ErrorKind::NotFound => crate::Error::internal(format!(
-            "chunk {hash} of a committed version is missing from the store"
+            "{what} of a committed version is missing from the store"
         )),
         _ => e,
-    })?;
-    decode_frame(&frame, hash)
+    }
+}
+
+fn fetch(store: &dyn ChunkStore, decoder: &FrameDecoder, hash: &ChunkHash) -> Result<Vec<u8>> {
+    let frame = store.get(hash).map_err(missing(format!("chunk {hash}")))?;
+    decoder.decode(&frame, hash, |d| {
+        store
+            .get(d)
+            .map_err(missing(format!("dictionary {d} of chunk {hash}")))
+    })
 }
 
 impl Read for VersionReader {
@@ -131,6 +142,7 @@ impl Baas {
             version,
             pos: 0,
             current: None,
+            decoder: FrameDecoder::new(),
         })
     }
 

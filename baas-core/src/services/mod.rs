@@ -24,7 +24,7 @@ pub use agent::LocalAgentLink;
 pub use auth::Actor;
 pub use boot::{BootAction, EnrollPolicy, PowerRequest};
 pub use export::VersionReader;
-pub use gc::{CompactReport, GcReport};
+pub use gc::{CompactReport, GcReport, DICTIONARY_MIN_CHUNKS};
 pub use images::{ImagePatch, NewImage};
 pub use import::ImportOptions;
 pub use jobs::{JobRequest, JobTarget};
