@@ -12,6 +12,7 @@
 //! - One error type, [`Error`], grouped by remedy; shells map it once.
 //! - Domain types are not serialisable; shells own their DTOs.
 
+pub mod client;
 pub mod content;
 pub mod error;
 pub mod flashing;

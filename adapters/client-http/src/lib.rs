@@ -31,7 +31,10 @@ use baas_core::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
 use ureq::http::{Method, Request};
 
+pub mod rest;
 mod wire;
+
+pub use rest::{RestClient, RestConfig};
 
 use wire::*;
 
