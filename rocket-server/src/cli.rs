@@ -54,6 +54,28 @@ pub struct StoreArgs {
     /// Stored bytes each (non-admin) user may add, e.g. `500GiB`; unlimited when absent.
     #[arg(long, env = "BAAS_USER_QUOTA_BYTES", value_parser = size_arg, global = true)]
     pub user_quota_bytes: Option<u64>,
+    /// Machines with an unknown MAC that PXE-boot: `enroll` (they boot the
+    /// management OS, report their inventory and wait as `pending` for an
+    /// admin) or `ignore` (they boot their local disk).
+    #[arg(
+        long,
+        env = "BAAS_UNKNOWN_MACHINES",
+        default_value = "ignore",
+        global = true
+    )]
+    pub unknown_machines: String,
+    /// The longest session a job may hold its machine, in minutes (also
+    /// the session of a job that asks for none).
+    #[arg(long, env = "BAAS_MAX_SESSION_MINUTES", default_value_t = 24 * 60, global = true)]
+    pub max_session_minutes: u64,
+    /// Lifetime of the credential each management-OS boot gets, in minutes.
+    #[arg(
+        long,
+        env = "BAAS_BOOT_TOKEN_MINUTES",
+        default_value_t = 240,
+        global = true
+    )]
+    pub boot_token_minutes: u32,
 }
 
 /// The listener.
@@ -69,6 +91,18 @@ pub struct ServeArgs {
     /// when the body gives none.
     #[arg(long, env = "BAAS_COMPAT_IMAGE_SIZE", value_parser = size_arg, default_value = "512MiB", global = true)]
     pub compat_image_size: u64,
+    /// The URL machines reach this server at, written into boot scripts;
+    /// by default the address each booting machine used.
+    #[arg(long, env = "BAAS_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Kernel arguments of the management OS besides the `baas.*` ones.
+    #[arg(
+        long,
+        env = "BAAS_MOS_CMDLINE",
+        default_value = "console=tty0 console=ttyS0,115200n8 panic=10 quiet",
+        global = true
+    )]
+    pub mos_cmdline: String,
 }
 
 /// Commands.
@@ -120,6 +154,16 @@ pub enum AdminCommand {
         #[arg(long)]
         clear: bool,
     },
+    /// Installs the management OS that machines boot (from
+    /// `agent/mos/build.sh`) into `<data-dir>/mos`, replacing any other.
+    InstallMos {
+        /// The kernel (`vmlinuz`).
+        #[arg(long)]
+        kernel: PathBuf,
+        /// The initramfs (`initrd.gz`).
+        #[arg(long)]
+        initrd: PathBuf,
+    },
     /// Runs garbage collection; prints what it removed.
     Gc,
     /// Recompresses stored chunks at a high zstd level (a background job
@@ -140,12 +184,23 @@ impl StoreArgs {
         Config {
             max_version_size: self.max_upload_bytes.min(baas_core::model::MAX_IMAGE_SIZE),
             user_quota_bytes: self.user_quota_bytes,
+            // Checked in `open`, before the store opens.
+            enroll: self.unknown_machines.parse().unwrap_or_default(),
+            max_hold_ms: self.max_session_minutes.saturating_mul(60_000),
+            boot_token_ttl_ms: i64::from(self.boot_token_minutes) * 60_000,
             ..Config::default()
         }
     }
 
     /// Opens (creating and migrating on first use) the store.
     pub fn open(&self) -> anyhow::Result<Baas> {
+        self.unknown_machines
+            .parse::<baas_core::services::EnrollPolicy>()
+            .map_err(core)?;
+        anyhow::ensure!(
+            self.max_session_minutes > 0 && self.boot_token_minutes > 0,
+            "--max-session-minutes and --boot-token-minutes must be at least 1"
+        );
         let options = baas_embedded::Options {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
@@ -161,6 +216,21 @@ impl StoreArgs {
             )
         })
     }
+}
+
+/// Copies `from` to `dir/name` atomically (a machine booting meanwhile
+/// gets the old file or the new one, never half of one); returns its size.
+pub fn install_file(from: &Path, dir: &Path, name: &str) -> anyhow::Result<u64> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.new"));
+    let bytes = std::fs::copy(from, &tmp)
+        .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+    anyhow::ensure!(bytes > 0, "{} is empty", from.display());
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+        .with_context(|| format!("installing {}", dir.join(name).display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(bytes)
 }
 
 /// Writes `secret` to `path`, readable by the owner only.
@@ -215,6 +285,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 max_upload_bytes: cli.store.max_upload_bytes,
                 compat_image_size: cli.server.compat_image_size,
                 handle_signals: true,
+                public_url: cli.server.public_url,
+                mos_dir: Some(cli.store.data_dir.join("mos")),
+                mos_cmdline: cli.server.mos_cmdline,
+                ..Settings::default()
             };
             let rocket = crate::build(baas, settings);
             rocket::execute(rocket.launch()).context("the server failed")?;
@@ -285,6 +359,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "scanned: {}\nrecompressed: {}\nalready compact: {}\nsaved bytes: {}",
                 r.scanned, r.rewritten, r.already, r.saved_bytes
             );
+            Ok(())
+        }
+        Command::Admin(AdminCommand::InstallMos { kernel, initrd }) => {
+            let dir = cli.store.data_dir.join("mos");
+            for (from, name) in [(&kernel, "vmlinuz"), (&initrd, "initrd.gz")] {
+                let bytes = install_file(from, &dir, name)?;
+                println!("{name}: {bytes} bytes from {}", from.display());
+            }
+            println!("installed in {}", dir.display());
             Ok(())
         }
         Command::Admin(AdminCommand::Gc) => {

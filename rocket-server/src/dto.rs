@@ -663,6 +663,12 @@ pub struct MachineView {
     pub last_seen: Option<String>,
     /// Registration time.
     pub created_at: String,
+    /// How the server reaches its power: `manual`, `qmp` or `ipmi`.
+    pub power: String,
+    /// Where: the QMP address, or `user@bmc` (never the BMC password).
+    pub power_address: Option<String>,
+    /// What it returns to between jobs: `keep`, `wipe` or `setup:<id>`.
+    pub neutral: String,
 }
 
 impl From<&Machine> for MachineView {
@@ -677,6 +683,13 @@ impl From<&Machine> for MachineView {
             inventory: m.inventory.as_ref().map(InventoryView::from),
             last_seen: opt_time(m.last_seen),
             created_at: rfc3339(m.created_at),
+            power: m.boot.power.kind().to_string(),
+            power_address: match &m.boot.power {
+                PowerConfig::Manual => None,
+                PowerConfig::Qmp { address } => Some(address.clone()),
+                PowerConfig::Ipmi { host, username, .. } => Some(format!("{username}@{host}")),
+            },
+            neutral: m.boot.neutral.to_string(),
         }
     }
 }
@@ -794,6 +807,12 @@ pub struct JobView {
     pub started_at: Option<String>,
     /// When it ended.
     pub finished_at: Option<String>,
+    /// The session length asked for, in seconds (the admin's maximum
+    /// applies when absent).
+    pub hold_seconds: Option<u64>,
+    /// When the user's session ends (set once the job runs; moved to the
+    /// release time by `POST /jobs/{id}/release`).
+    pub session_ends_at: Option<String>,
 }
 
 impl From<&Job> for JobView {
@@ -825,6 +844,8 @@ impl From<&Job> for JobView {
             created_at: rfc3339(j.created_at),
             started_at: opt_time(j.started_at),
             finished_at: opt_time(j.finished_at),
+            hold_seconds: j.session.hold_ms.map(|h| h / 1000),
+            session_ends_at: opt_time(j.session.ends_at),
         }
     }
 }
@@ -866,6 +887,9 @@ pub struct NewJobBody {
     /// Capture it when the session ends.
     #[serde(default)]
     pub capture: bool,
+    /// How long the user's session may run once flashed, in seconds
+    /// (at most the admin's maximum, which applies when absent).
+    pub hold_seconds: Option<u64>,
 }
 
 impl NewJobBody {
@@ -1007,6 +1031,7 @@ mod tests {
             version: None,
             disk: None,
             capture: false,
+            hold_seconds: None,
         };
         assert!(both.into_target().is_err());
     }

@@ -49,6 +49,16 @@ pub struct Settings {
     /// tests, where many servers share one process).
     pub handle_signals: bool,
 }
+    /// The base URL machines reach the server at, for boot scripts;
+    /// the `Host` header of each boot request when absent.
+    pub public_url: Option<String>,
+    /// Where the installed management OS is (`vmlinuz`, `initrd.gz`);
+    /// `<data-dir>/mos` for `baas-server`.
+    pub mos_dir: Option<std::path::PathBuf>,
+    /// Kernel arguments of the management OS besides `baas.*`.
+    pub mos_cmdline: String,
+    /// How often the server applies due power cycles; never when absent.
+    pub power_every: Option<std::time::Duration>,
 
 impl Default for Settings {
     fn default() -> Self {
@@ -59,6 +69,10 @@ impl Default for Settings {
             compat_image_size: 512 << 20,
             handle_signals: true,
         }
+            public_url: None,
+            mos_dir: None,
+            mos_cmdline: "console=tty0 console=ttyS0,115200n8 panic=10 quiet".into(),
+            power_every: Some(std::time::Duration::from_secs(2)),
     }
 }
 
@@ -85,6 +99,15 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
     };
     let metrics = Arc::new(Metrics::default());
     let rocket = rocket::custom(config)
+    let power = settings.power_every.map(|every| {
+        let baas = baas.clone();
+        rocket::fairing::AdHoc::on_liftoff("power cycles", move |_| {
+            Box::pin(async move {
+                let control = Arc::new(baas_power::LabPower::default());
+                rocket::tokio::spawn(api::boot::power_loop(baas, control, every));
+            })
+        })
+    });
         .manage(baas)
         .manage(settings)
         .manage(metrics.clone())
@@ -96,4 +119,9 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
         .mount("/", compat::routes())
         .register("/", rocket::catchers![error::catch_all]);
     ui::mount(rocket)
+        .mount("/", api::boot::routes())
 }
+    let rocket = match power {
+        Some(p) => rocket.attach(p),
+        None => rocket,
+    };

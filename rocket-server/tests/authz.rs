@@ -556,6 +556,57 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
                 )
             }),
         ),
+        (
+            "POST /api/v1/jobs/<id>/release",
+            [401, 404, 200, 200, 200, 403],
+            Box::new(|w| {
+                let job = w.active_job(false, JobState::Running);
+                json_req(M::POST, format!("/api/v1/jobs/{job}/release"), json!({}))
+            }),
+        ),
+        (
+            "POST /api/v1/machines/<machine>/accept",
+            [401, 403, 403, 200, 200, 403],
+            Box::new(|w| bare(M::POST, format!("/api/v1/machines/{}/accept", w.machine))),
+        ),
+        (
+            "POST /api/v1/machines/<machine>/retire",
+            [401, 403, 403, 200, 200, 403],
+            Box::new(|w| {
+                let n = w.next();
+                let m = w
+                    .app
+                    .machine(&format!("52:54:00:ee:{:02x}:{:02x}", n >> 8, n & 0xff));
+                bare(M::POST, format!("/api/v1/machines/{m}/retire"))
+            }),
+        ),
+        (
+            "PUT /api/v1/machines/<machine>/boot-config",
+            [401, 403, 403, 200, 200, 403],
+            Box::new(|w| {
+                json_req(
+                    M::PUT,
+                    format!("/api/v1/machines/{}/boot-config", w.machine),
+                    json!({"power": {"kind": "manual"}, "neutral": "keep"}),
+                )
+            }),
+        ),
+        // --- the boot path: anonymous (firmware has no secret)
+        (
+            "GET /boot/chain.ipxe",
+            [200, 200, 200, 200, 200, 200],
+            Box::new(|_| bare(M::GET, "/boot/chain.ipxe".into())),
+        ),
+        (
+            "GET /boot/ipxe?<mac>&<arch>",
+            [200, 200, 200, 200, 200, 200],
+            Box::new(|w| bare(M::GET, format!("/boot/ipxe?mac={}", w.mac))),
+        ),
+        (
+            "GET /boot/mos/<file>",
+            [404, 404, 404, 404, 404, 404],
+            Box::new(|_| bare(M::GET, "/boot/mos/vmlinuz".into())),
+        ),
         // --- administration
         (
             "POST /api/v1/admin/gc",

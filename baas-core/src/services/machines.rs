@@ -38,7 +38,11 @@ impl Baas {
         self.insert_new_machine(new, MachineState::Ready)
     }
 
-    pub(crate) fn insert_new_machine(&self, new: NewMachine, state: MachineState) -> Result<Machine> {
+    pub(crate) fn insert_new_machine(
+        &self,
+        new: NewMachine,
+        state: MachineState,
+    ) -> Result<Machine> {
         let name = new.name.unwrap_or_else(|| new.mac.hyphenated());
         check_machine_name(&name)?;
         check_pool(&new.pool)?;

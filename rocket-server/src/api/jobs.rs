@@ -76,6 +76,21 @@ pub async fn job_events(caller: Caller, id: &str) -> Result<Out<Vec<JobEventView
     Ok(Out(events.iter().map(JobEventView::from).collect()))
 }
 
+/// Ends the user's session on the machine now (the job's owner,
+/// moderators, admins): its next boot goes to the management OS, which
+/// captures what the job asked and restores the machine; with power
+/// control the server power-cycles it.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/release", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+#[post("/jobs/<id>/release")]
+pub async fn release_job(caller: Caller, id: &str) -> Result<Out<JobView>, ApiError> {
+    let id: JobId = parse(id)?;
+    let job = caller.run(move |b, a| b.release_job(a, id)).await?;
+    Ok(Out(JobView::from(&job)))
+}
+
 /// Cancels a job that has not finished (its owner, moderators, admins).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "job id")),

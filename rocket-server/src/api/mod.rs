@@ -13,6 +13,7 @@ use crate::error::ApiError;
 
 pub mod admin;
 pub mod agent;
+pub mod boot;
 pub mod images;
 pub mod jobs;
 pub mod machines;
@@ -58,10 +59,14 @@ pub fn routes() -> Vec<Route> {
         machines::update_machine,
         machines::machine_queue,
         machines::enqueue_job,
+        machines::accept_machine,
+        machines::retire_machine,
+        machines::set_boot_config,
         jobs::list_jobs,
         jobs::get_job,
         jobs::job_events,
         jobs::cancel_job,
+        jobs::release_job,
         admin::collect_garbage,
         admin::storage_usage,
         crate::openapi::openapi_json,
