@@ -1389,3 +1389,143 @@ pub fn boot_decisions_enrollment_sessions_and_power(s: &ServicesSubject) {
     b.retire_machine(&p.moderator, id).expect("retire");
     assert!(is_mos(&b.boot(mac, None).expect("boot")).is_none());
 }
+
+/// The return to a neutral state: after a job, a machine set to `wipe`
+/// gets a restore job writing each entry's blank version 0, one set to a
+/// setup gets that setup; a restore job ends as soon as it is flashed;
+/// nothing is queued while other jobs wait, or for `keep`.
+pub fn neutral_state_after_jobs(s: &ServicesSubject) {
+    let b = Baas::new(s.0.clone(), Config::default());
+    let p = people(&b);
+    let m = b
+        .register_machine(
+            &p.admin,
+            NewMachine {
+                mac: MacAddress([0x52, 0x54, 0xb1, super::fresh_uuid().as_bytes()[0], 1, 2]),
+                name: Some(format!("n-{}", super::suffix())),
+                arch: Arch::X86_64,
+                pool: None,
+            },
+        )
+        .expect("machine");
+    let agent = Actor::Agent { machine: m.id };
+    let image = new_image(&b, &p.alice, 8192);
+    let queue = |who: &Actor| {
+        b.enqueue_job(
+            who,
+            JobRequest {
+                machine: m.id,
+                target: JobTarget::Image {
+                    image: image.id,
+                    version: VersionRef::Number(0),
+                    disk: Some("/dev/vdb".parse().expect("disk")),
+                    capture: false,
+                },
+            },
+        )
+        .expect("queue")
+    };
+    let run_and_release = |job: &Job| {
+        let got = b.next_job(&agent, m.id).expect("next").expect("job");
+        assert_eq!(got.id, job.id);
+        b.advance_job(&agent, job.id, JobState::Running, "flashed")
+            .expect("running");
+        b.release_job(&p.alice, job.id).expect("release");
+        b.advance_job(&agent, job.id, JobState::Succeeded, "done")
+            .expect("done");
+    };
+    let queued = || {
+        b.machine_queue(&p.admin, m.id)
+            .expect("queue")
+            .into_iter()
+            .filter(|j| j.state == JobState::Queued)
+            .collect::<Vec<_>>()
+    };
+
+    // keep: nothing follows.
+    let j = queue(&p.alice);
+    run_and_release(&j);
+    assert!(queued().is_empty());
+
+    // wipe: version 0 of each entry, on the same disks, then done at once.
+    let wipe = MachineBoot {
+        power: PowerConfig::Manual,
+        neutral: NeutralState::Wipe,
+    };
+    b.set_machine_boot(&p.admin, m.id, wipe).expect("wipe");
+    let j = queue(&p.alice);
+    run_and_release(&j);
+    let restore = queued();
+    assert_eq!(restore.len(), 1, "{restore:?}");
+    let r = &restore[0];
+    assert!(r.is_restore());
+    assert_eq!(r.entries.len(), 1);
+    assert_eq!(r.entries[0].version, 0);
+    assert_eq!(r.entries[0].disk.to_string(), "/dev/vdb");
+    assert!(!r.entries[0].capture);
+    assert!(b
+        .job_events(&p.alice, j.id)
+        .expect("events")
+        .iter()
+        .any(|e| e.kind == "neutral" && e.message.contains(&r.id.to_string())));
+    let got = b.next_job(&agent, m.id).expect("next").expect("restore");
+    assert_eq!(got.id, r.id);
+    let done = b
+        .advance_job(&agent, r.id, JobState::Running, "flashed")
+        .expect("flashed");
+    assert_eq!(
+        done.state,
+        JobState::Succeeded,
+        "a restore job ends when flashed"
+    );
+    assert!(queued().is_empty(), "no restore of a restore");
+
+    // A setup, after a cancelled job; nothing while others wait.
+    let neutral_image = new_image(&b, &p.admin, 4096);
+    let setup = b
+        .create_setup(
+            &p.admin,
+            NewSetup {
+                name: "neutral".into(),
+                entries: vec![SetupEntry {
+                    image: neutral_image.id,
+                    version: VersionRef::Latest,
+                    disk: None,
+                    capture: false,
+                }],
+            },
+        )
+        .expect("setup");
+    let to_setup = MachineBoot {
+        power: PowerConfig::Manual,
+        neutral: NeutralState::Setup(setup.id),
+    };
+    assert_eq!(
+        b.set_machine_boot(&p.moderator, m.id, to_setup.clone())
+            .expect_err("not the moderator's setup")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    b.set_machine_boot(&p.admin, m.id, to_setup).expect("setup");
+    let j = queue(&p.alice);
+    b.next_job(&agent, m.id).expect("next");
+    b.cancel_job(&p.alice, j.id).expect("cancel");
+    let restore = queued();
+    assert_eq!(restore.len(), 1);
+    assert_eq!(restore[0].entries[0].image, neutral_image.id);
+    assert_eq!(restore[0].setup, Some(setup.id));
+    b.cancel_job(&p.admin, restore[0].id)
+        .expect("cancel the restore");
+    assert!(
+        queued().is_empty(),
+        "a restore that never started restores nothing"
+    );
+    let j = queue(&p.alice);
+    let waiting = queue(&p.alice);
+    run_and_release(&j);
+    assert_eq!(
+        queued().iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![waiting.id],
+        "the next job overwrites the disks anyway"
+    );
+}

@@ -160,6 +160,14 @@ pub struct Job {
     pub session: Session,
 }
 
+impl Job {
+    /// A job that returns a machine to its neutral state (queued by the
+    /// server, its session has zero length).
+    pub fn is_restore(&self) -> bool {
+        self.session.hold_ms == Some(0)
+    }
+}
+
 /// The user's time on the machine: how long they asked for, when it ends,
 /// and when the server last power-cycled the machine for this job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

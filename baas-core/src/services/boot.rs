@@ -254,8 +254,125 @@ impl Baas {
         Ok(job)
     }
 
+    /// After `job` ended (succeeded, failed or cancelled once it had touched
+    /// the disks): unless the machine keeps its disks as they are, or other
+    /// jobs wait (they overwrite the disks anyway), queues the machine's
+    /// return to its neutral state: a *restore job*, whose session has zero
+    /// length, so it ends as soon as it is flashed. `wipe` writes each
+    /// entry's blank version 0 (zeros over what the job wrote); `setup`
+    /// writes the admin's setup. Returns the restore job.
+    pub(crate) fn return_to_neutral(&self, job: &Job) -> Result<Option<Job>> {
+        if job.is_restore() || job.started_at.is_none() {
+            return Ok(None);
+        }
+        let Some(m) = self.meta.machine(job.machine)? else {
+            return Ok(None);
+        };
+        if m.state != MachineState::Ready || m.boot.neutral == NeutralState::Keep {
+            return Ok(None);
+        }
+        let waiting = self.queue.jobs(&JobFilter {
+            machine: Some(m.id),
+            states: vec![JobState::Queued],
+            ..JobFilter::default()
+        })?;
+        if !waiting.is_empty() {
+            self.queue.append_event(
+                job.id,
+                &self.event(
+                    "neutral",
+                    "other jobs wait for the machine: no return to the neutral state",
+                ),
+            )?;
+            return Ok(None);
+        }
+        let (owner, setup, entries, what) = match m.boot.neutral {
+            NeutralState::Keep => return Ok(None),
+            NeutralState::Wipe => (
+                job.owner,
+                None,
+                job.entries
+                    .iter()
+                    .map(|e| JobEntry {
+                        version: 0,
+                        capture: false,
+                        ..e.clone()
+                    })
+                    .collect::<Vec<_>>(),
+                "wipe the disks (blank version 0 of each image)".to_string(),
+            ),
+            NeutralState::Setup(id) => {
+                let Some(setup) = self.meta.setup(id)? else {
+                    self.queue.append_event(
+                        job.id,
+                        &self.event(
+                            "neutral",
+                            format!("the neutral setup {id} no longer exists: disks kept"),
+                        ),
+                    )?;
+                    return Ok(None);
+                };
+                let entries = setup
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        self.resolve_entry(&Actor::System, i, e).map(|mut r| {
+                            r.capture = false;
+                            r
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (
+                    setup.owner,
+                    Some(id),
+                    entries,
+                    format!("restore the neutral setup {:?}", setup.name),
+                )
+            }
+        };
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let restore = Job {
+            id: JobId(self.entropy.uuid()),
+            seq: 0,
+            machine: m.id,
+            owner,
+            setup,
+            entries,
+            state: JobState::Queued,
+            progress: Progress::default(),
+            error: None,
+            created_at: self.clock.now(),
+            started_at: None,
+            finished_at: None,
+            session: Session {
+                hold_ms: Some(0),
+                ..Session::default()
+            },
+        };
+        let restore = self.queue.enqueue(&restore)?;
+        self.queue.append_event(
+            job.id,
+            &self.event("neutral", format!("queued job {} to {what}", restore.id)),
+        )?;
+        Ok(Some(restore))
+    }
+
     /// Starts the session clock of a job that just reached `running`.
     pub(crate) fn start_session(&self, job: &Job) -> Result<()> {
+        if job.is_restore() {
+            let event = self.event("succeeded", "the machine is back in its neutral state");
+            self.queue.transition(
+                job.id,
+                &[JobState::Running],
+                JobState::Succeeded,
+                None,
+                &event,
+            )?;
+            return Ok(());
+        }
         let max = self.config.max_hold_ms;
         let hold = job.session.hold_ms.unwrap_or(max).min(max);
         let mut session = job.session;

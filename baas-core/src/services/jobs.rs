@@ -39,7 +39,12 @@ pub struct JobRequest {
 }
 
 impl Baas {
-    fn resolve_entry(&self, actor: &Actor, index: usize, entry: &SetupEntry) -> Result<JobEntry> {
+    pub(crate) fn resolve_entry(
+        &self,
+        actor: &Actor,
+        index: usize,
+        entry: &SetupEntry,
+    ) -> Result<JobEntry> {
         let image = match self.meta.image(entry.image)? {
             Some(img) if can_read_image(actor, &img) => img,
             _ => return Err(Error::not_found(format!("image {}", entry.image))),
@@ -219,7 +224,7 @@ impl Baas {
             _ => "the system".into(),
         };
         let event = self.event("cancelled", format!("cancelled by {who}"));
-        self.queue.transition(
+        let job = self.queue.transition(
             id,
             &[
                 JobState::Queued,
@@ -230,7 +235,9 @@ impl Baas {
             JobState::Cancelled,
             Some(format!("cancelled by {who}")),
             &event,
-        )
+        )?;
+        self.return_to_neutral(&job)?;
+        Ok(job)
     }
 
     // --- the agent's side
@@ -302,6 +309,9 @@ impl Baas {
             self.start_session(&job)?;
             return self.get_job(actor, id);
         }
+        if to == JobState::Succeeded {
+            self.return_to_neutral(&job)?;
+        }
         Ok(job)
     }
 
@@ -313,7 +323,7 @@ impl Baas {
         }
         let text = format!("{phase}: {reason}");
         let event = self.event("failed", text.clone());
-        self.queue.transition(
+        let job = self.queue.transition(
             id,
             &[
                 JobState::Queued,
@@ -324,7 +334,9 @@ impl Baas {
             JobState::Failed,
             Some(text),
             &event,
-        )
+        )?;
+        self.return_to_neutral(&job)?;
+        Ok(job)
     }
 
     /// Adds a log line from the agent to a job's timeline.
