@@ -145,8 +145,9 @@
     let done = total - missing.length;
     progress(total === 0 ? 1 : done / total);
     const queue = missing.slice();
+    let broken = null;
     async function worker() {
-      while (queue.length > 0) {
+      while (queue.length > 0 && broken === null) {
         const h = queue.shift();
         const i = where.get(h);
         const start = i * CHUNK;
@@ -154,7 +155,14 @@
         const frame = new Uint8Array(bytes.length + 1);
         frame[0] = 0; // a raw frame; the server compresses it
         frame.set(bytes, 1);
-        await call('PUT', '/ui/live/uploads/' + session + '/chunks/' + h, frame);
+        try {
+          await call('PUT', '/ui/live/uploads/' + session + '/chunks/' + h, frame);
+        } catch (e) {
+          // Stop every worker: the first failure is what the user sees.
+          if (broken === null) broken = e;
+          return;
+        }
+        if (broken !== null) return;
         done++;
         progress(done / total);
         say('Sending ' + file.name + ': ' + done + ' of ' + total + ' chunks');
@@ -163,6 +171,7 @@
     const workers = [];
     for (let k = 0; k < PARALLEL; k++) workers.push(worker());
     await Promise.all(workers);
+    if (broken !== null) throw broken;
     const v = await call('POST', '/ui/live/uploads/' + session + '/commit');
     localStorage.removeItem(key);
     progress(1);
