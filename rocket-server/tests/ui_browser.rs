@@ -210,21 +210,28 @@ impl Browser {
         );
     }
 
+    /// The element's rendered text, read in one script call (live pages
+    /// replace their elements; a found element may be gone a moment later).
     fn text(&self, css: &str) -> String {
-        let el = self.find(css);
-        self.call("GET", &self.s(&format!("/element/{el}/text")), None)
+        wait_for(&format!("text of {css}"), || {
+            self.run_js(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+                json!([css]),
+            )
             .as_str()
-            .unwrap_or_default()
-            .to_string()
+            .map(str::to_string)
+        })
     }
 
+    /// A DOM property of the element, read in one script call.
     fn property(&self, css: &str, name: &str) -> Value {
-        let el = self.find(css);
-        self.call(
-            "GET",
-            &self.s(&format!("/element/{el}/property/{name}")),
-            None,
-        )
+        wait_for(&format!("{name} of {css}"), || {
+            let v = self.run_js(
+                "const e = document.querySelector(arguments[0]); return e ? [e[arguments[1]]] : null;",
+                json!([css, name]),
+            );
+            v.as_array().and_then(|a| a.first().cloned())
+        })
     }
 
     fn run_js(&self, script: &str, args: Value) -> Value {
@@ -526,20 +533,47 @@ fn a_researcher_uses_the_web_ui_in_chromium() {
     assert!(live.contains("alice"), "owner shown: {live}");
     b.screenshot("08-dashboard-live");
 
-    // The job page, the machine page, cancelling.
+    // The job page follows progress and the agent's log live.
     b.goto(&app.url(&format!("/ui/jobs/{job}")));
     assert_eq!(b.text("#job-state"), "provisioning");
+    app.baas
+        .report_progress(
+            &baas_core::Actor::System,
+            taken.id,
+            baas_core::model::Progress {
+                phase: "flashing".into(),
+                bytes_done: 60,
+                bytes_total: 100,
+                rate: 0,
+            },
+        )
+        .expect("progress");
+    app.baas
+        .log_job(
+            &baas_core::Actor::System,
+            taken.id,
+            "disk /dev/vda: <b>60</b>%",
+        )
+        .expect("log");
+    wait_for("the job page to follow", || {
+        (b.property("#job-progress", "value") == json!(60)
+            && b.text("#job-log").contains("disk /dev/vda: <b>60</b>%"))
+        .then_some(())
+    });
+    b.screenshot("09-job-running");
+
+    // Cancelling; the machine page.
     b.click("#cancel-form button");
     wait_for("the cancelled job", || {
         (b.text("#job-state") == "cancelled").then_some(())
     });
     assert!(b.text("#job-timeline").contains("cancelled by alice"));
-    b.screenshot("09-job-cancelled");
+    b.screenshot("10-job-cancelled");
     b.goto(&app.url(&format!("/ui/machines/{machine}")));
     assert!(b.source().contains(&job[..8]), "history lists the job");
-    b.screenshot("10-machine");
+    b.screenshot("11-machine");
     b.goto(&app.url("/ui/account"));
-    b.screenshot("11-account");
+    b.screenshot("12-account");
 
     // A form posted without its CSRF token is refused.
     b.goto(&app.url("/ui/images"));
@@ -555,7 +589,7 @@ fn a_researcher_uses_the_web_ui_in_chromium() {
         b.source().contains("security token").then_some(())
     });
     assert!(b.source().contains("403"));
-    b.screenshot("12-csrf-refused");
+    b.screenshot("13-csrf-refused");
     b.goto(&app.url("/ui/images"));
     assert!(!b.source().contains("forged"));
 
@@ -570,7 +604,7 @@ fn a_researcher_uses_the_web_ui_in_chromium() {
     );
     b.goto(&app.url(&format!("/ui/images/{image}")));
     assert!(b.text("h1").contains("404"));
-    b.screenshot("13-other-user-404");
+    b.screenshot("14-other-user-404");
     b.goto(&app.url("/ui"));
     b.logout();
 
@@ -595,5 +629,5 @@ fn a_researcher_uses_the_web_ui_in_chromium() {
             .contains("Garbage collection removed")
             .then_some(())
     });
-    b.screenshot("14-admin");
+    b.screenshot("15-admin");
 }

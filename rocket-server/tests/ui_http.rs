@@ -419,3 +419,56 @@ fn a_tampered_cookie_or_a_changed_password_ends_the_session() {
     s.login("dave", "dave's password").expect(401);
     s.login("dave", "a new password").expect(303);
 }
+
+#[test]
+fn admin_set_password_reads_the_password_from_stdin() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bin = env!("CARGO_BIN_EXE_baas-server");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let out = Command::new(bin)
+        .args(["--data-dir", data, "admin", "create-user", "eve"])
+        .output()
+        .expect("run create-user");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set = |input: &str| {
+        let mut child = Command::new(bin)
+            .args(["--data-dir", data, "admin", "set-password", "eve"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run set-password");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write the password");
+        child.wait_with_output().expect("set-password output")
+    };
+    let short = set("short\n");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8 characters"));
+    let ok = set("eve's long password\n");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "password set for eve"
+    );
+    let baas = common::open_store(dir.path());
+    let actor = baas
+        .login_password("eve", "eve's long password")
+        .expect("the password logs in");
+    assert!(matches!(actor, baas_core::Actor::User { ref name, .. } if name == "eve"));
+    assert!(baas.login_password("eve", "eve's long password\n").is_err());
+}
