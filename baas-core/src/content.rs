@@ -664,6 +664,28 @@ impl FrameDecoder {
         d
     }
 
+    /// [`FrameDecoder::decode`], borrowing a raw frame's bytes instead of
+    /// copying them (after checking them against `hash` all the same).
+    pub fn decode_borrowed<'f>(
+        &self,
+        frame: &'f [u8],
+        hash: &ChunkHash,
+        load: impl FnOnce(&ChunkHash) -> Result<Vec<u8>>,
+    ) -> Result<std::borrow::Cow<'f, [u8]>> {
+        match frame.split_first() {
+            Some((&FRAME_RAW, payload)) if payload.len() <= MAX_CHUNK_SIZE as usize => {
+                let got = ChunkHash::of(payload);
+                if got != *hash {
+                    return Err(Error::internal(format!(
+                        "chunk {hash} is corrupted: its bytes hash to {got}"
+                    )));
+                }
+                Ok(std::borrow::Cow::Borrowed(payload))
+            }
+            _ => self.decode(frame, hash, load).map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// Decodes `frame` (see [`decode_frame`]). When it needs a dictionary
     /// not loaded yet, `load` gets that dictionary's stored frame, which is
     /// verified against the dictionary's hash before use.
@@ -846,6 +868,14 @@ mod tests {
             assert_eq!(got, *c);
         }
         assert_eq!(loads.get(), 1);
+        let raw = encode_frame(&[7u8; 100], 3).expect("frame");
+        let borrowed = decoder
+            .decode_borrowed(&raw, &ChunkHash::of(&[7u8; 100]), |_| unreachable!())
+            .expect("decode");
+        assert_eq!(&*borrowed, &[7u8; 100][..]);
+        assert!(decoder
+            .decode_borrowed(&raw, &dict.hash(), |_| unreachable!())
+            .is_err());
         let plain = encode_frame(&chunks[9], 3).expect("plain");
         let got = decoder
             .decode(&plain, &ChunkHash::of(&chunks[9]), |_| {

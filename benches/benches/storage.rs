@@ -68,11 +68,16 @@ fn main() {
     let meta = fs::metadata(data.join("baas.sqlite3")).map_or(0, |m| m.len());
     let stored = chunks + meta;
     let one = first_compressed.max(1) as f64;
+    println!("frames as imported: {}", frame_kinds(&data.join("chunks")));
     let t = std::time::Instant::now();
     let compact = baas.compact_chunks(&Actor::System, 19, 2).expect("compact");
     let compact_secs = t.elapsed().as_secs_f64();
     let chunks_c = baas_benches::dir_bytes(&data.join("chunks"));
     let stored_c = chunks_c + fs::metadata(data.join("baas.sqlite3")).map_or(0, |m| m.len());
+    println!(
+        "frames after compaction: {}",
+        frame_kinds(&data.join("chunks"))
+    );
     println!();
     println!("| what | bytes | vs one zstd -3 version |");
     println!("|---|---:|---:|");
@@ -85,9 +90,11 @@ fn main() {
         chunks as f64 / one
     );
     println!(
-        "| the same after `admin compact` (zstd -19, {:.0} s on 2 threads, {} chunks) | {stored_c} | {:.3}x |",
+        "| the same after `admin compact` (zstd -19, {:.0} s on 2 threads, {} chunks, {} dictionaries of {} bytes) | {stored_c} | {:.3}x |",
         compact_secs,
         compact.rewritten,
+        compact.dictionaries,
+        compact.dictionary_bytes,
         stored_c as f64 / one
     );
     println!("| one version, zstd -3 | {first_compressed} | 1.000x |");
@@ -100,4 +107,44 @@ fn main() {
         u64::from(VERSIONS) * GIB,
         (u64::from(VERSIONS) * GIB) as f64 / one
     );
+}
+
+/// Stored frames by kind (their first byte, see `baas_core::content`):
+/// how many and how many bytes.
+fn frame_kinds(dir: &std::path::Path) -> String {
+    fn walk(dir: &std::path::Path, tally: &mut std::collections::BTreeMap<u8, (u64, u64)>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "tmp") {
+                    walk(&p, tally);
+                }
+            } else if let Ok(bytes) = fs::read(&p) {
+                let t = tally
+                    .entry(bytes.first().copied().unwrap_or(255))
+                    .or_default();
+                t.0 += 1;
+                t.1 += bytes.len() as u64;
+            }
+        }
+    }
+    let mut tally = Default::default();
+    walk(dir, &mut tally);
+    tally
+        .iter()
+        .map(|(tag, (n, b))| {
+            let kind = match tag {
+                0 => "raw",
+                1 => "zstd",
+                2 => "zstd compacted",
+                3 => "zstd with dictionary",
+                _ => "other",
+            };
+            format!("{kind}: {n} frames, {b} bytes")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -18,6 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use baas_core::ports::BlockDevice;
@@ -27,6 +28,10 @@ use rustix::fs::FallocateFlags;
 
 /// `_IO(0x12, 127)`: zero out a byte range of a block device.
 const BLKZEROOUT: u32 = 0x127f;
+
+/// Bytes written between two starts of writeback: written data goes to the
+/// disk while the flash goes on, so the final flush has little left.
+const WRITEBACK_STEP: u64 = 32 << 20;
 
 /// A disk, partition or file, mapped into memory.
 pub struct MmapBlockDevice {
@@ -39,6 +44,8 @@ pub struct MmapBlockDevice {
     /// Readers share, writers exclude: our own copies never race, so the
     /// mapping is only ever accessed as plain bytes.
     lock: RwLock<()>,
+    /// Bytes written since writeback was last started.
+    unstarted: AtomicU64,
 }
 
 impl std::fmt::Debug for MmapBlockDevice {
@@ -116,6 +123,7 @@ impl MmapBlockDevice {
             block_size,
             is_block_device,
             lock: RwLock::new(()),
+            unstarted: AtomicU64::new(0),
         })
     }
 
@@ -148,6 +156,44 @@ impl MmapBlockDevice {
             done += n as u64;
         }
         Ok(())
+    }
+
+    /// Counts `len` bytes written; every [`WRITEBACK_STEP`] starts
+    /// writeback of every dirty page of the device without waiting for it
+    /// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE` only: pages already
+    /// on their way are skipped, nothing is waited for). Only a hint:
+    /// `flush` still makes everything durable.
+    fn note_written(&self, len: u64) {
+        let before = self.unstarted.fetch_add(len, Ordering::Relaxed);
+        if before + len < WRITEBACK_STEP {
+            return;
+        }
+        self.unstarted.store(0, Ordering::Relaxed);
+        // SAFETY: sync_file_range takes a file descriptor and plain
+        // integers; the descriptor is ours and open for the call.
+        let _ = unsafe {
+            libc::sync_file_range(
+                std::os::fd::AsRawFd::as_raw_fd(&self.file),
+                0,
+                0,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+    }
+
+    /// Whether `[offset, offset+len)` of a regular file is a hole (reads as
+    /// zeros, holds no data, dirty pages included: `SEEK_DATA` sees delayed
+    /// allocations). False when unsure, and always for block devices.
+    fn is_hole(&self, offset: u64, len: u64) -> bool {
+        if self.is_block_device || len == 0 {
+            return false;
+        }
+        match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Data(offset)) {
+            Ok(next) => next >= offset + len,
+            // No data at or after `offset`.
+            Err(rustix::io::Errno::NXIO) => true,
+            Err(_) => false,
+        }
     }
 
     /// Zeroes `[offset, offset+len)` with the device's own command; false if
@@ -189,6 +235,12 @@ impl BlockDevice for MmapBlockDevice {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let at = self.check(offset, buf.len() as u64)?;
+        if self.is_hole(offset, buf.len() as u64) {
+            // Reading a hole through the mapping would fill the page cache
+            // with zero pages (a first flash compares a whole empty disk).
+            buf.fill(0);
+            return Ok(());
+        }
         let _shared = self
             .lock
             .read()
@@ -206,7 +258,7 @@ impl BlockDevice for MmapBlockDevice {
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         let at = self.check(offset, data.len() as u64)?;
-        let _exclusive = self
+        let exclusive = self
             .lock
             .write()
             .map_err(|_| Error::internal("device lock poisoned"))?;
@@ -217,6 +269,8 @@ impl BlockDevice for MmapBlockDevice {
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(at), data.len())
         };
+        drop(exclusive);
+        self.note_written(data.len() as u64);
         Ok(())
     }
 

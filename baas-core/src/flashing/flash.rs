@@ -479,9 +479,11 @@ impl Ctx<'_> {
         let data = loop {
             let decoded = self
                 .decoder
-                .decode(&frame, &hash, |d| self.fetch_dictionary(&hash, d));
+                .decode_borrowed(&frame, &hash, |d| self.fetch_dictionary(&hash, d));
             match decoded {
-                Ok(data) => break data,
+                Ok(std::borrow::Cow::Owned(data)) => break (data, 0),
+                // Raw: write straight from the frame, after its tag.
+                Ok(std::borrow::Cow::Borrowed(_)) => break (frame, 1),
                 Err(e) if refetches >= MAX_REFETCHES => {
                     return Err(Error::internal(format!(
                         "chunk {hash} failed verification {} times; the last: {}",
@@ -500,6 +502,8 @@ impl Ctx<'_> {
                 }
             }
         };
+        let (bytes, start) = data;
+        let data = &bytes[start..];
         for i in positions {
             let len = self.layout.len(i);
             if data.len() != len {
@@ -508,7 +512,7 @@ impl Ctx<'_> {
                     data.len()
                 )));
             }
-            self.device.write_at(self.layout.offset(i), &data)?;
+            self.device.write_at(self.layout.offset(i), data)?;
             written.push(i);
             self.counters.written.fetch_add(1, Ordering::Relaxed);
             self.counters

@@ -110,10 +110,13 @@ fn on_threads<T: Sync, R: Send>(
 enum Found {
     /// Gone (collected meanwhile).
     Missing,
-    /// Raw or already with a dictionary: nothing to do.
+    /// Already with a dictionary: nothing to do.
     Done(Option<ChunkHash>),
     /// zstd without a dictionary.
     Plain,
+    /// Stored raw: the import found it incompressible, maybe only from a
+    /// sample of its first bytes.
+    Raw,
 }
 
 impl Baas {
@@ -248,7 +251,7 @@ impl Baas {
                 .map(|h| {
                     Ok(match self.frame_of(h)? {
                         None => Found::Missing,
-                        Some(f) if frame_is_raw(&f) => Found::Done(None),
+                        Some(f) if frame_is_raw(&f) => Found::Raw,
                         Some(f) => match frame_dictionary(&f) {
                             Some(d) => Found::Done(Some(d)),
                             None => Found::Plain,
@@ -262,7 +265,7 @@ impl Baas {
         .collect();
         let mut report = CompactReport::default();
         let mut used: HashMap<ChunkHash, usize> = HashMap::new();
-        let mut todo = Vec::new();
+        let (mut todo, mut raw) = (Vec::new(), Vec::new());
         for (h, f) in hashes.iter().zip(&found) {
             match f {
                 Found::Missing => {}
@@ -277,12 +280,19 @@ impl Baas {
                     report.scanned += 1;
                     todo.push(*h);
                 }
+                Found::Raw => {
+                    report.scanned += 1;
+                    raw.push(*h);
+                }
             }
         }
-        if todo.is_empty() {
+        if todo.is_empty() && raw.is_empty() {
             return Ok(report);
         }
+        // Trained on compressed frames only: raw ones are mostly data that
+        // does not compress at all.
         let dictionary = self.group_dictionary(&used, &todo, level, &mut report)?;
+        todo.append(&mut raw);
         let dictionary = dictionary.as_ref();
         let parts = on_threads(&todo, threads, &|part| {
             self.recompress(part, level, dictionary)
@@ -368,16 +378,22 @@ impl Baas {
             let Some(frame) = self.frame_of(h)? else {
                 continue;
             };
-            if frame_is_raw(&frame) || frame_dictionary(&frame).is_some() {
+            if frame_dictionary(&frame).is_some() {
                 report.already += 1;
                 continue;
             }
             let data = decode_frame(&frame, h)?;
+            // A raw frame gets the slow treatment only if it compresses at
+            // all (the import judged many by their first 4 KiB).
+            if frame_is_raw(&frame) && compact_frame(&data, 1, frame.len())?.is_none() {
+                report.already += 1;
+                continue;
+            }
             let mut small = match &mut enc {
                 Some(enc) => enc.encode(&data, frame.len())?,
                 None => None,
             };
-            if small.is_none() && !frame_is_compact(&frame) {
+            if small.is_none() && (frame_is_raw(&frame) || !frame_is_compact(&frame)) {
                 small = compact_frame(&data, level, frame.len())?;
             }
             let Some(small) = small else {
