@@ -9,6 +9,7 @@ use baas_core::{Actor, Baas, Error};
 use rocket::request::{FromRequest, Outcome, Request};
 
 use crate::error::{remember, ApiError};
+use crate::ratelimit::AuthLimiter;
 
 /// The authenticated caller, with the services to call on its behalf.
 #[derive(Debug, Clone)]
@@ -82,10 +83,22 @@ impl<'r> FromRequest<'r> for Caller {
                 return Outcome::Error((remember(req, err.clone()), err));
             }
         };
+        let limiter = req.rocket().state::<AuthLimiter>();
+        let ip = req.remote().map(|a| a.ip());
+        if let (Some(l), Some(ip)) = (limiter, ip) {
+            if let Err(err) = l.admit(ip) {
+                return Outcome::Error((remember(req, err.clone()), err));
+            }
+        }
         let b = baas.clone();
         match blocking(move || b.authenticate(&token)).await {
             Ok(actor) => Outcome::Success(Caller { baas, actor }),
-            Err(err) => Outcome::Error((remember(req, err.clone()), err)),
+            Err(err) => {
+                if let (Some(l), Some(ip), 401) = (limiter, ip, err.status().code) {
+                    l.failed(ip);
+                }
+                Outcome::Error((remember(req, err.clone()), err))
+            }
         }
     }
 }

@@ -51,10 +51,19 @@ pub async fn read_body(
     use rocket::tokio::io::AsyncReadExt;
     let mut stream = data.open(limit.saturating_add(crate::upload::DRAIN).bytes());
     let mut body = Vec::new();
-    let read = (&mut stream)
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut body)
-        .await;
+    let read = rocket::tokio::time::timeout(
+        crate::upload::BODY_IDLE_TIMEOUT,
+        (&mut stream)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut body),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the body did not arrive in time",
+        ))
+    });
     let mut total = body.len() as u64;
     let result = match read {
         Err(e) => Err(ApiError::from(baas_core::Error::invalid(

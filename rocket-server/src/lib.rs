@@ -26,6 +26,7 @@ pub mod error;
 pub mod json;
 pub mod openapi;
 pub mod ops;
+pub mod ratelimit;
 pub mod telemetry;
 pub mod ui;
 pub mod units;
@@ -48,7 +49,6 @@ pub struct Settings {
     /// Whether Ctrl-C and SIGTERM shut the server down gracefully (off in
     /// tests, where many servers share one process).
     pub handle_signals: bool,
-}
     /// The base URL machines reach the server at, for boot scripts;
     /// the `Host` header of each boot request when absent.
     pub public_url: Option<String>,
@@ -59,6 +59,7 @@ pub struct Settings {
     pub mos_cmdline: String,
     /// How often the server applies due power cycles; never when absent.
     pub power_every: Option<std::time::Duration>,
+}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -68,11 +69,11 @@ impl Default for Settings {
             max_upload_bytes: 1 << 40,
             compat_image_size: 512 << 20,
             handle_signals: true,
-        }
             public_url: None,
             mos_dir: None,
             mos_cmdline: "console=tty0 console=ttyS0,115200n8 panic=10 quiet".into(),
             power_every: Some(std::time::Duration::from_secs(2)),
+        }
     }
 }
 
@@ -98,7 +99,6 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
         ..Config::default()
     };
     let metrics = Arc::new(Metrics::default());
-    let rocket = rocket::custom(config)
     let power = settings.power_every.map(|every| {
         let baas = baas.clone();
         rocket::fairing::AdHoc::on_liftoff("power cycles", move |_| {
@@ -108,20 +108,22 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
             })
         })
     });
+    let rocket = rocket::custom(config)
         .manage(baas)
         .manage(settings)
         .manage(metrics.clone())
+        .manage(ratelimit::AuthLimiter::default())
         .attach(telemetry::RequestLog { metrics })
         .mount("/", rocket::routes![ops::healthz, ops::metrics])
         .mount("/api/v1", api::routes())
         .mount("/api/v1", api::agent::machine_routes())
         .mount("/api/v1/agent", api::agent::routes())
         .mount("/", compat::routes())
-        .register("/", rocket::catchers![error::catch_all]);
-    ui::mount(rocket)
         .mount("/", api::boot::routes())
-}
+        .register("/", rocket::catchers![error::catch_all]);
     let rocket = match power {
         Some(p) => rocket.attach(p),
         None => rocket,
     };
+    ui::mount(rocket)
+}

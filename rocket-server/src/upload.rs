@@ -13,6 +13,7 @@
 //! multipart (`invalid_input`), or the pump simply going away (the channel
 //! closes without the end marker). The core then leaves no version.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,10 +102,17 @@ impl AsyncRead for PieceReader {
     }
 }
 
-/// Counts the raw body bytes read, for the limit and the metrics.
+/// Longest a client may send nothing while a body is being read: then the
+/// read fails (the upload is answered 400 and the connection closed), so a
+/// client that stops half-way does not hold an upload open for ever.
+pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Counts the raw body bytes read, for the limit and the metrics, and fails
+/// the read after [`BODY_IDLE_TIMEOUT`] without a byte.
 struct Counting<'r> {
     inner: DataStream<'r>,
     count: Arc<AtomicU64>,
+    idle: Pin<Box<rocket::tokio::time::Sleep>>,
 }
 
 impl AsyncRead for Counting<'_> {
@@ -114,9 +122,20 @@ impl AsyncRead for Counting<'_> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let r = ready!(Pin::new(&mut self.inner).poll_read(cx, buf));
+        let r = match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                ready!(self.idle.as_mut().poll(cx));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no data for {} s", BODY_IDLE_TIMEOUT.as_secs()),
+                )));
+            }
+        };
         let n = (buf.filled().len() - before) as u64;
         self.count.fetch_add(n, Ordering::Relaxed);
+        let next = rocket::tokio::time::Instant::now() + BODY_IDLE_TIMEOUT;
+        self.idle.as_mut().reset(next);
         Poll::Ready(r)
     }
 }
@@ -222,6 +241,7 @@ pub async fn open<'r>(info: BodyInfo, data: Data<'r>) -> Result<Upload<'r>, ApiE
     let counting = Counting {
         inner: data.open(cap.bytes()),
         count: raw_count.clone(),
+        idle: Box::pin(rocket::tokio::time::sleep(BODY_IDLE_TIMEOUT)),
     };
     let metrics = info.metrics;
     let Some(boundary) = boundary else {
