@@ -472,3 +472,61 @@ fn admin_set_password_reads_the_password_from_stdin() {
     assert!(matches!(actor, baas_core::Actor::User { ref name, .. } if name == "eve"));
     assert!(baas.login_password("eve", "eve's long password\n").is_err());
 }
+
+#[test]
+fn every_ui_route_refuses_anonymous_callers() {
+    let app = TestApp::spawn();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rocket = baas_server::build(
+        common::open_store(dir.path()),
+        baas_server::Settings::default(),
+    );
+    let id = "0b8e4c4e-5a8f-4c39-9d52-3c1f2f6f0a11";
+    let mut checked = 0;
+    for route in rocket.routes() {
+        let path = route.uri.path().to_string();
+        if !path.starts_with("/ui") {
+            continue;
+        }
+        let concrete: String = path
+            .split('/')
+            .map(|seg| match seg {
+                "<name>" => "app.css",
+                "<hash>" => "ab",
+                "<version>" => "1",
+                s if s.starts_with('<') => id,
+                s => s,
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let method = route.method.as_str();
+        let r = app.send(
+            method.parse().expect("method"),
+            &concrete,
+            None,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            (method != "GET").then(Vec::new),
+        );
+        let public = concrete == "/ui/login" || concrete.starts_with("/ui/static/");
+        match (method, public) {
+            ("GET", true) => assert_eq!(r.status, 200, "GET {concrete}"),
+            // Login and logout check the CSRF token first.
+            ("POST", true) | ("POST", false)
+                if concrete == "/ui/login" || concrete == "/ui/logout" =>
+            {
+                assert_eq!(r.status, 403, "POST {concrete}")
+            }
+            _ => {
+                assert_eq!(r.status, 303, "{method} {concrete}: {}", r.text());
+                assert!(
+                    r.header("location")
+                        .unwrap_or("")
+                        .starts_with("/ui/login?next="),
+                    "{method} {concrete}"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 35, "only {checked} UI routes");
+}

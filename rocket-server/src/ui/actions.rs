@@ -5,7 +5,7 @@
 
 use baas_core::model::*;
 use baas_core::services::{
-    ImagePatch, JobRequest, JobTarget, MachinePatch, NewImage, NewMachine, NewSetup, NewUser,
+    ImagePatch, JobRequest, JobTarget, NewImage, NewMachine, NewSetup, NewUser,
 };
 use baas_core::Actor;
 use rocket::form::{Form, FromForm};
@@ -282,6 +282,16 @@ pub async fn cancel_job(viewer: Viewer, id: &str, form: Form<Plain>) -> Done {
     go(format!("/ui/jobs/{id}"))
 }
 
+/// Ends a running job's session now: the machine goes back to the
+/// management OS (power-cycled where the server controls its power).
+#[post("/jobs/<id>/release", data = "<form>")]
+pub async fn release_job(viewer: Viewer, id: &str, form: Form<Plain>) -> Done {
+    viewer.check_csrf(&form.csrf)?;
+    let id: JobId = parse(id)?;
+    viewer.run(move |b, a| b.release_job(a, id)).await?;
+    go(format!("/ui/jobs/{id}"))
+}
+
 /// A password change.
 #[derive(Debug, FromForm)]
 pub struct PasswordForm {
@@ -533,18 +543,18 @@ pub struct StateForm {
     state: String,
 }
 
-/// Accepts, retires or returns a machine to service.
+/// Accepts a machine into service (or returns a retired one), or retires
+/// it (refused while it has an active job).
 #[post("/admin/machines/<id>/state", data = "<form>")]
 pub async fn admin_machine_state(viewer: Viewer, id: &str, form: Form<StateForm>) -> Page {
     viewer.check_csrf(&form.csrf)?;
     let id: MachineId = parse(id)?;
     let state: MachineState = parse(form.state.trim())?;
-    let patch = MachinePatch {
-        state: Some(state),
-        ..MachinePatch::default()
-    };
     let m = viewer
-        .run(move |b, a| b.update_machine(a, id, patch))
+        .run(move |b, a| match state {
+            MachineState::Retired => b.retire_machine(a, id),
+            _ => b.accept_machine(a, id),
+        })
         .await?;
     admin_page(
         &viewer,

@@ -87,6 +87,7 @@ pub fn routes() -> Vec<Route> {
         actions::delete_setup,
         actions::launch_setup,
         actions::cancel_job,
+        actions::release_job,
         actions::change_password,
         actions::create_token,
         actions::revoke_token,

@@ -453,6 +453,12 @@ pub async fn machine(viewer: Viewer, id: &str) -> Page {
         m: row,
         arch: m.arch.as_str().to_string(),
         pool: m.pool.clone().unwrap_or_default(),
+        power: match &m.boot.power {
+            PowerConfig::Manual => "manual: jobs start at the machine's next boot".to_string(),
+            PowerConfig::Qmp { address } => format!("QEMU (QMP at {address})"),
+            PowerConfig::Ipmi { host, username, .. } => format!("IPMI ({username}@{host})"),
+        },
+        neutral: m.boot.neutral.to_string(),
         cpu: inv
             .as_ref()
             .map(|i| format!("{} × {}", i.cpus, i.cpu_model))
@@ -548,6 +554,7 @@ pub async fn job(viewer: Viewer, id: &str) -> Page {
             .map(|e| (when(e.at), e.kind, e.message))
             .collect(),
         log: log.into_iter().map(|e| (when(e.at), e.message)).collect(),
+        releasable: cancellable && j.state == JobState::Running,
         cancellable,
     })
 }

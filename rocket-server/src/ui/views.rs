@@ -366,6 +366,10 @@ pub struct MachinePage {
     pub arch: String,
     /// Pool.
     pub pool: String,
+    /// How the server reaches its power.
+    pub power: String,
+    /// What it returns to between jobs.
+    pub neutral: String,
     /// Inventory: CPU.
     pub cpu: String,
     /// Inventory: memory.
@@ -402,6 +406,8 @@ pub struct JobPage {
     pub log: Vec<(String, String)>,
     /// Whether it may still be cancelled by the viewer.
     pub cancellable: bool,
+    /// Whether the viewer may end its session now (it is running).
+    pub releasable: bool,
 }
 
 /// A token in a list.
