@@ -530,3 +530,36 @@ fn every_ui_route_refuses_anonymous_callers() {
     }
     assert!(checked >= 35, "only {checked} UI routes");
 }
+
+#[test]
+fn failed_logins_are_rate_limited_like_bad_tokens() {
+    let app = TestApp::spawn();
+    app.user("erin", "user");
+    set_password(&app, "erin", "erin's password");
+    let mut s = Session::new(&app);
+    let csrf = s.csrf("/ui/login");
+    let mut statuses = Vec::new();
+    for _ in 0..(baas_server::ratelimit::AuthLimiter::BURST + 5) {
+        let r = s.post(
+            "/ui/login",
+            &[
+                ("csrf", &csrf),
+                ("name", "erin"),
+                ("password", "guessing wrong"),
+            ],
+        );
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses[0], 401);
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Blocked: even the right password is refused for now.
+    let r = s.post(
+        "/ui/login",
+        &[
+            ("csrf", &csrf),
+            ("name", "erin"),
+            ("password", "erin's password"),
+        ],
+    );
+    assert_eq!(r.status, 429);
+}

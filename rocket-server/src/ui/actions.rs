@@ -48,15 +48,23 @@ pub struct LoginForm {
     next: String,
 }
 
-/// Logs in with a name and password, or with an API token.
+/// Logs in with a name and password, or with an API token. Failed logins
+/// count against the client's address in the same limiter as bad bearer
+/// tokens ([`crate::ratelimit::AuthLimiter`]): past it, 429 for a while.
 #[post("/login", data = "<form>")]
 pub async fn login(
     visitor: Visitor,
     jar: &CookieJar<'_>,
     baas: &rocket::State<baas_core::Baas>,
+    limiter: Option<&rocket::State<crate::ratelimit::AuthLimiter>>,
+    remote: Option<std::net::SocketAddr>,
     form: Form<LoginForm>,
 ) -> Result<Result<Redirect, (Status, RawHtml<String>)>, UiError> {
     visitor.check_csrf(&form.csrf)?;
+    let limit = limiter.zip(remote.map(|a| a.ip()));
+    if let Some((l, ip)) = limit {
+        l.admit(ip)?;
+    }
     let baas = baas.inner().clone();
     let name = form.name.clone();
     let password = form.password.clone();
@@ -82,6 +90,9 @@ pub async fn login(
             Ok(Ok(Redirect::to(safe_next(Some(&form.next)))))
         }
         Err(e) if e.status() == Status::Unauthorized => {
+            if let Some((l, ip)) = limit {
+                l.failed(ip);
+            }
             let page = LoginPage {
                 csrf: visitor.data.csrf,
                 next: safe_next(Some(&form.next)),
