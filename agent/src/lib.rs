@@ -181,6 +181,12 @@ impl Agent {
             if result.is_ok() && job.state == JobState::Provisioning {
                 return self.reboot();
             }
+            // After a capture the machine reboots too, so that the server
+            // decides its next boot (a neutral restore, the next job, or
+            // its local disk).
+            if result.is_ok() && self.options.reboot.is_some() && !self.options.once {
+                return self.reboot();
+            }
             if self.options.once {
                 self.logs.flush(Duration::from_secs(5));
                 return match result {
