@@ -40,6 +40,10 @@ fn free_port() -> u16 {
 }
 
 fn start(dir: &Path) -> Server {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&std::ffi::OsStr]) -> Server {
     let port = free_port();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -50,6 +54,7 @@ fn start(dir: &Path) -> Server {
         .args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string()])
         .arg("--data-dir")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -595,4 +600,113 @@ fn sigkill_at_random_points_loses_nothing_and_leaves_nothing_partial() {
         report.sweep.removed,
         referenced.len()
     );
+}
+
+/// Unmounts a test filesystem when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_chunk_disk_fails_the_upload_clearly_and_the_server_keeps_serving() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let chunks = tmp.path().join("chunks");
+    std::fs::create_dir_all(&chunks).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&chunks)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root and must be able to mount a small tmpfs for the disk-full test"
+        );
+        eprintln!("skipping: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    let _unmount = Mounted(chunks.clone());
+    let dir = tmp.path().join("data");
+    let mut server = start_with(&dir, &["--chunk-dir".as_ref(), chunks.as_os_str()]);
+    let admin = std::fs::read_to_string(dir.join("admin-token"))
+        .expect("admin token")
+        .trim()
+        .to_string();
+    let lab = setup(&server.base, &admin);
+    let a = client(Duration::from_secs(60));
+    let base = &server.base;
+    let img = &lab.images[1];
+    let small = image_bytes(3);
+    let (s, _) = call(
+        &a,
+        Method::POST,
+        &format!("{base}/api/v1/images/{img}/versions"),
+        &admin,
+        Some(("application/octet-stream", small.clone())),
+    )
+    .expect("small upload");
+    assert_eq!(s, 201);
+    // 8 MiB that do not compress, on a 2 MiB filesystem.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let (s, b) = call(
+        &a,
+        Method::POST,
+        &format!("{base}/api/v1/images/{img}/versions"),
+        &admin,
+        Some(("application/octet-stream", big)),
+    )
+    .expect("big upload answered");
+    let e = json_of(&b);
+    assert_eq!(s, 503, "{e}");
+    assert_eq!(e["error"]["code"], "unavailable", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no space left"),
+        "{e}"
+    );
+    // No version, and everything already stored still reads back.
+    let (s, b) = call(
+        &a,
+        Method::GET,
+        &format!("{base}/api/v1/images/{img}/versions"),
+        &admin,
+        None,
+    )
+    .expect("versions");
+    assert_eq!(s, 200);
+    let numbers: Vec<u64> = json_of(&b)
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v["number"].as_u64().expect("n"))
+        .collect();
+    assert_eq!(numbers, vec![0, 1], "a failed upload left a version");
+    let (s, back) = call(
+        &a,
+        Method::GET,
+        &format!("{base}/api/v1/images/{img}/versions/1/content"),
+        &admin,
+        None,
+    )
+    .expect("download");
+    assert_eq!(s, 200);
+    assert!(back == small, "a stored version changed");
+    let (s, _) = call(&a, Method::GET, &format!("{base}/healthz"), &admin, None).expect("healthz");
+    assert_eq!(s, 200);
+    server.child.kill().expect("kill");
+    server.child.wait().expect("reap");
 }
