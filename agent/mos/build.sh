@@ -3,11 +3,13 @@
 # Debian's kernel, busybox-static, the kernel modules real machines and QEMU need,
 # and the baas-agent binary with the glibc libraries it links.
 #
-#   agent/mos/build.sh [--out DIR] [--agent PATH]
+#   agent/mos/build.sh [--out DIR] [--agent PATH] [--install DATA_DIR]
 #
 #   --out DIR     output directory (default: target/mos). It gets vmlinuz and initrd.gz.
 #   --agent PATH  the baas-agent binary to put in (default: builds target/release/baas-agent
 #                 with `cargo build --release -p baas-agent --locked`).
+#   --install DATA_DIR  then install them into the server's data directory
+#                 (DATA_DIR/mos, what `baas-server admin install-mos` does), atomically.
 #
 # Downloads (`apt-get download`, no install) are cached in target/mos/cache; a second run takes
 # a few seconds. Needs apt-get, dpkg-deb, depmod (kmod) and cpio; as root it apt-get installs
@@ -26,12 +28,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=$ROOT/target/mos
 AGENT=""
+INSTALL=""
 MAX_BYTES=$((30 * 1024 * 1024))
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
     --agent) AGENT=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --install) INSTALL=$2; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -162,4 +166,11 @@ say "initramfs: $OUT/initrd.gz $(mib "$size") gzip ($(mib "$tree") unpacked, $nm
 say "built in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
 if [ "$size" -gt "$MAX_BYTES" ]; then
   echo "build.sh: the initramfs is $(mib "$size"), over the 30 MiB limit" >&2; exit 1
+fi
+if [ -n "$INSTALL" ]; then
+  mkdir -p "$INSTALL/mos"
+  for f in vmlinuz initrd.gz; do
+    cp "$OUT/$f" "$INSTALL/mos/.$f.new" && sync "$INSTALL/mos/.$f.new" && mv "$INSTALL/mos/.$f.new" "$INSTALL/mos/$f"
+  done
+  say "installed in $INSTALL/mos (the server serves it at /boot/mos/)"
 fi
