@@ -398,6 +398,27 @@ fn user_input_is_escaped_and_other_users_images_are_not_found() {
 }
 
 #[test]
+fn deleting_a_user_needs_the_box_ticked() {
+    let app = TestApp::spawn();
+    app.user("root2", "admin");
+    set_password(&app, "root2", "root2's password");
+    let (frank, _) = app.user("frank", "user");
+    let mut s = Session::new(&app);
+    s.login("root2", "root2's password").expect(303);
+    let csrf = s.csrf("/ui/admin");
+    let path = format!("/ui/admin/users/{frank}/delete");
+    let r = s.post(&path, &[("csrf", &csrf)]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    app.get(&format!("/api/v1/users/{frank}"), Some(&app.admin))
+        .expect(200);
+    let r = s.post(&path, &[("csrf", &csrf), ("confirm", "true")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("User deleted."));
+    app.get(&format!("/api/v1/users/{frank}"), Some(&app.admin))
+        .expect(404);
+}
+
+#[test]
 fn a_tampered_cookie_or_a_changed_password_ends_the_session() {
     let app = TestApp::spawn();
     app.user("dave", "user");

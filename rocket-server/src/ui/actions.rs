@@ -500,10 +500,25 @@ pub async fn admin_update_user(viewer: Viewer, id: &str, form: Form<UserUpdateFo
     admin_page(&viewer, format!("Updated user {name}."), secret).await
 }
 
-/// Deletes a user (admins).
+/// A confirmed deletion.
+#[derive(Debug, FromForm)]
+pub struct ConfirmForm {
+    #[field(default = String::new())]
+    csrf: String,
+    #[field(default = false)]
+    confirm: bool,
+}
+
+/// Deletes a user with their images and setups (admins; the form's
+/// "sure" box must be ticked).
 #[post("/admin/users/<id>/delete", data = "<form>")]
-pub async fn admin_delete_user(viewer: Viewer, id: &str, form: Form<Plain>) -> Page {
+pub async fn admin_delete_user(viewer: Viewer, id: &str, form: Form<ConfirmForm>) -> Page {
     viewer.check_csrf(&form.csrf)?;
+    if !form.confirm {
+        return Err(UiError::invalid(
+            "Tick the box to confirm: deleting a user deletes their images and setups.",
+        ));
+    }
     let id: UserId = parse(id)?;
     viewer.run(move |b, a| b.delete_user(a, id)).await?;
     admin_page(&viewer, "User deleted.".into(), String::new()).await
