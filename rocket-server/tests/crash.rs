@@ -710,3 +710,202 @@ fn a_full_chunk_disk_fails_the_upload_clearly_and_the_server_keeps_serving() {
     server.child.kill().expect("kill");
     server.child.wait().expect("reap");
 }
+
+/// A private PostgreSQL cluster (Debian's `initdb`/`pg_ctl`, run as the
+/// `postgres` user) that the test may stop and start without disturbing
+/// anyone else's.
+struct PrivatePostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn create(dir: &Path) -> Option<PrivatePostgres> {
+        let ver = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .max()?;
+        let bin = PathBuf::from(format!("/usr/lib/postgresql/{ver}/bin"));
+        let data = dir.join("pg");
+        std::fs::create_dir_all(&data).ok()?;
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .ok()?;
+        if !chown.success() {
+            return None;
+        }
+        let pg = PrivatePostgres {
+            bin,
+            data,
+            port: free_port(),
+        };
+        let ok = pg
+            .as_postgres(&[
+                pg.bin.join("initdb").as_os_str(),
+                "-D".as_ref(),
+                pg.data.as_os_str(),
+                "-A".as_ref(),
+                "trust".as_ref(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+            ])
+            .ok()?;
+        ok.then_some(pg)
+    }
+
+    fn as_postgres(&self, args: &[&std::ffi::OsStr]) -> std::io::Result<bool> {
+        Ok(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success())
+    }
+
+    fn ctl(&self, what: &str) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.data.display()
+        );
+        let ok = self
+            .as_postgres(&[
+                self.bin.join("pg_ctl").as_os_str(),
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-o".as_ref(),
+                opts.as_ref(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "-w".as_ref(),
+                what.as_ref(),
+            ])
+            .expect("pg_ctl");
+        assert!(ok, "pg_ctl {what} failed");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.as_postgres(&[
+            self.bin.join("pg_ctl").as_os_str(),
+            "-D".as_ref(),
+            self.data.as_os_str(),
+            "-m".as_ref(),
+            "immediate".as_ref(),
+            "stop".as_ref(),
+        ]);
+    }
+}
+
+#[test]
+fn postgres_restarted_under_load_gives_503s_then_recovers_by_itself() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(pg) = PrivatePostgres::create(tmp.path()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI installs postgresql: initdb must work for the restart test"
+        );
+        eprintln!("skipping: no PostgreSQL binaries or not root");
+        return;
+    };
+    pg.ctl("start");
+    let dir = tmp.path().join("data");
+    let url = pg.url();
+    let mut server = start_with(
+        &dir,
+        &[
+            "--database-url".as_ref(),
+            url.as_ref(),
+            "--db-pool-size".as_ref(),
+            "4".as_ref(),
+        ],
+    );
+    let admin = std::fs::read_to_string(dir.join("admin-token"))
+        .expect("admin token")
+        .trim()
+        .to_string();
+    let lab = setup(&server.base, &admin);
+    let stop = Arc::new(AtomicBool::new(false));
+    let statuses = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (base, admin, img, stop, statuses) = (
+            server.base.clone(),
+            admin.clone(),
+            lab.images[0].clone(),
+            stop.clone(),
+            statuses.clone(),
+        );
+        load.push(std::thread::spawn(move || {
+            let a = client(Duration::from_secs(60));
+            while !stop.load(Ordering::Relaxed) {
+                let (s, b) = call(
+                    &a,
+                    Method::GET,
+                    &format!("{base}/api/v1/images/{img}/versions"),
+                    &admin,
+                    None,
+                )
+                .expect("the server answers");
+                if s != 200 {
+                    let e = json_of(&b);
+                    assert_eq!(e["error"]["code"], "unavailable", "{s}: {e}");
+                }
+                statuses.lock().expect("statuses").push(s);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    pg.ctl("stop");
+    std::thread::sleep(Duration::from_secs(3));
+    pg.ctl("start");
+    // Recovery by itself: answers turn 200 again without a restart.
+    let a = client(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, _) = call(
+            &a,
+            Method::GET,
+            &format!("{}/api/v1/images", server.base),
+            &admin,
+            None,
+        )
+        .expect("answer");
+        if s == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not recover after PostgreSQL came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    let statuses = statuses.lock().expect("statuses");
+    let unavailable = statuses.iter().filter(|s| **s == 503).count();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(unavailable > 0, "no request saw the gap: {statuses:?}");
+    assert_eq!(*statuses.last().expect("some"), 200, "not recovered");
+    eprintln!("postgres restart: {} requests, {ok} answered 200, {unavailable} answered 503 during the gap", statuses.len());
+    server.child.kill().expect("kill");
+    server.child.wait().expect("reap");
+}
