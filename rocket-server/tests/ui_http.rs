@@ -273,6 +273,10 @@ fn every_post_without_the_csrf_token_is_refused_and_changes_nothing() {
         ),
         (format!("/ui/images/{image}/delete"), vec![]),
         (
+            format!("/ui/images/{image}/visibility"),
+            vec![("visibility", "public")],
+        ),
+        (
             "/ui/setups".into(),
             vec![("name", "s"), ("entries[0].image", &image)],
         ),
@@ -395,6 +399,31 @@ fn user_input_is_escaped_and_other_users_images_are_not_found() {
         .expect(200);
     // Regular users do not get the admin page.
     assert_eq!(b.get("/ui/admin").status, 403);
+    // Only moderators publish; a moderator's public image is everyone's.
+    let csrf = a.csrf(&format!("/ui/images/{id}"));
+    let r = a.post(
+        &format!("/ui/images/{id}/visibility"),
+        &[("csrf", &csrf), ("visibility", "public")],
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let (_, moderator) = app.user("mod", "moderator");
+    let public = app.post_image(&moderator, "debian-base", 1 << 20);
+    let list = b.get("/ui/images").expect(200).text();
+    assert!(!list.contains("debian-base"));
+    app.json(
+        ureq::http::Method::PATCH,
+        &format!("/api/v1/images/{public}"),
+        Some(&moderator),
+        &serde_json::json!({"visibility": "public"}),
+    )
+    .expect(200);
+    let list = b.get("/ui/images").expect(200).text();
+    assert!(list.contains("debian-base"), "{list}");
+    let setups = b.get("/ui/setups").expect(200).text();
+    assert!(
+        setups.contains("debian-base"),
+        "a shared image to compose with"
+    );
 }
 
 #[test]

@@ -177,6 +177,28 @@ pub async fn rename_image(viewer: Viewer, id: &str, form: Form<RenameForm>) -> D
     go(format!("/ui/images/{id}"))
 }
 
+/// A new visibility.
+#[derive(Debug, FromForm)]
+pub struct VisibilityForm {
+    #[field(default = String::new())]
+    csrf: String,
+    #[field(default = String::new())]
+    visibility: String,
+}
+
+/// Changes who may read an image (public needs a moderator).
+#[post("/images/<id>/visibility", data = "<form>")]
+pub async fn image_visibility(viewer: Viewer, id: &str, form: Form<VisibilityForm>) -> Done {
+    viewer.check_csrf(&form.csrf)?;
+    let id: ImageId = parse(id)?;
+    let patch = ImagePatch {
+        visibility: Some(parse(&form.visibility)?),
+        ..ImagePatch::default()
+    };
+    viewer.run(move |b, a| b.update_image(a, id, patch)).await?;
+    go(format!("/ui/images/{id}"))
+}
+
 /// Deletes an image (after the confirmation page).
 #[post("/images/<id>/delete", data = "<form>")]
 pub async fn delete_image(viewer: Viewer, id: &str, form: Form<Plain>) -> Done {

@@ -82,6 +82,7 @@ pub fn routes() -> Vec<Route> {
         pages::admin,
         actions::create_image,
         actions::rename_image,
+        actions::image_visibility,
         actions::delete_image,
         actions::create_setup,
         actions::delete_setup,
