@@ -44,6 +44,7 @@ use crate::{api, compat};
         api::uploads::begin_upload,
         api::uploads::upload_missing,
         api::uploads::upload_chunk,
+        api::uploads::upload_chunks,
         api::uploads::commit_upload,
         api::uploads::abort_upload,
         api::setups::list_setups,

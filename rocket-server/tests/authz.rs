@@ -565,6 +565,22 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
             }),
         ),
         (
+            "POST /api/v1/jobs",
+            [401, 409, 409, 409, 409, 403],
+            Box::new(|w| {
+                json_req(
+                    M::POST,
+                    "/api/v1/jobs".into(),
+                    json!({"image_id": w.image, "version": 1, "pool": "nowhere"}),
+                )
+            }),
+        ),
+        (
+            "GET /api/v1/placement?<arch>&<min_disk_bytes>&<pool>",
+            [401, 200, 200, 200, 200, 403],
+            Box::new(|_| bare(M::GET, "/api/v1/placement?arch=x86_64".into())),
+        ),
+        (
             "POST /api/v1/machines/<machine>/accept",
             [401, 403, 403, 200, 200, 403],
             Box::new(|w| bare(M::POST, format!("/api/v1/machines/{}/accept", w.machine))),

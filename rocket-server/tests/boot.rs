@@ -380,3 +380,73 @@ fn install_mos_puts_the_kernel_and_initramfs_in_the_data_directory() {
     let e = run(&["--unknown-machines", "maybe", "admin", "gc"]).expect_err("bad policy");
     assert!(format!("{e:#}").contains("enroll"), "{e:#}");
 }
+
+#[test]
+fn jobs_go_to_any_idle_machine_that_fits_or_say_why_none_does() {
+    let app = TestApp::spawn();
+    let m = app
+        .post(
+            "/api/v1/machines",
+            Some(&app.admin),
+            &json!({"mac": "52:54:00:b0:07:21", "name": "lab-1", "pool": "lab"}),
+        )
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (_, user) = app.user("carol", "user");
+    let image = app.post_image(&user, "img", 1 << 20);
+    app.upload(&user, &image, &[3u8; 70_000]).expect(201);
+    let list = app
+        .get(
+            "/api/v1/placement?pool=lab&min_disk_bytes=1000",
+            Some(&user),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(list[0]["fits"], false, "{list}");
+    assert!(
+        list[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("inventory")),
+        "{list}"
+    );
+    app.get("/api/v1/placement?arch=x%20y", Some(&user))
+        .expect_error(400, "invalid_input");
+    let job = app
+        .post(
+            "/api/v1/jobs",
+            Some(&user),
+            &json!({"pool": "lab", "arch": "amd64", "image_id": image, "version": 1, "hold_seconds": 60}),
+        )
+        .expect(201)
+        .json();
+    assert_eq!(job["machine_id"], m.as_str());
+    assert_eq!(job["hold_seconds"], 60);
+    let e = app
+        .post(
+            "/api/v1/jobs",
+            Some(&user),
+            &json!({"pool": "lab", "image_id": image}),
+        )
+        .expect_error(409, "conflict");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("lab-1: busy")),
+        "{e}"
+    );
+    let list = app
+        .get("/api/v1/placement?pool=lab", Some(&user))
+        .expect(200)
+        .json();
+    assert!(
+        list[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("queued")),
+        "{list}"
+    );
+    app.post("/api/v1/jobs", Some(&user), &json!({"pool": "lab"}))
+        .expect_error(400, "invalid_input");
+}

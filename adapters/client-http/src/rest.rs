@@ -38,6 +38,10 @@ use crate::wire::{error_of, parse_time, JobWire, MachineWire, UploadWire, Versio
 
 /// Largest JSON answer read.
 const MAX_JSON: u64 = 64 << 20;
+/// Chunks sent per request during an upload (the server takes up to 256;
+/// it makes each batch durable with one flush, so fewer, larger batches
+/// cost fewer flushes).
+const BATCH_CHUNKS: usize = 128;
 /// Rounds of "ask what is missing, send it" before an upload gives up.
 const UPLOAD_ROUNDS: u32 = 4;
 
@@ -192,7 +196,20 @@ impl RestClient {
         payload: Payload<'_>,
     ) -> Result<Response<ureq::Body>> {
         let idempotent = matches!(method, Method::GET | Method::PUT | Method::DELETE);
-        let attempts = if idempotent { self.config.attempts } else { 1 };
+        self.request_with(what, method, path, payload, idempotent)
+    }
+
+    /// [`Self::request`], retried (when `retry`) on connection errors and
+    /// 502/503/504.
+    fn request_with(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        payload: Payload<'_>,
+        retry: bool,
+    ) -> Result<Response<ureq::Body>> {
+        let attempts = if retry { self.config.attempts } else { 1 };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -340,7 +357,7 @@ impl RestClient {
         let level = self.config.compression_level;
         let failed = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
-        let (tx, rx) = sync_channel::<(ChunkHash, Vec<u8>)>(threads * 2);
+        let (tx, rx) = sync_channel::<Vec<(ChunkHash, Vec<u8>)>>(2);
         let rx = Mutex::new(rx);
         std::thread::scope(|s| -> Result<()> {
             for _ in 0..threads {
@@ -350,21 +367,15 @@ impl RestClient {
                         Ok(r) => r.recv(),
                         Err(_) => return,
                     };
-                    let Ok((hash, data)) = next else { return };
+                    let Ok(batch) = next else { return };
                     if failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    let r = encode_frame(&data, level).and_then(|frame| {
-                        self.call_empty_body(
-                            "upload a chunk",
-                            Method::PUT,
-                            &format!("/api/v1/uploads/{upload}/chunks/{}", hash.to_hex()),
-                            Payload::Binary(&frame),
-                        )
-                    });
+                    let r = self.send_batch(upload, &batch, level);
                     match r {
                         Ok(()) => {
-                            sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+                            let n: usize = batch.iter().map(|(_, d)| d.len()).sum();
+                            sent.fetch_add(n as u64, Ordering::Relaxed);
                         }
                         Err(e) => {
                             failed.store(true, Ordering::Relaxed);
@@ -377,6 +388,7 @@ impl RestClient {
             }
             let mut reported = 0u64;
             let mut read_result = Ok(());
+            let mut batch = Vec::with_capacity(BATCH_CHUNKS);
             for (index, hash) in order {
                 if failed.load(Ordering::Relaxed) {
                     break;
@@ -401,7 +413,12 @@ impl RestClient {
                         break;
                     }
                 }
-                if tx.send((hash, data)).is_err() {
+                batch.push((hash, data));
+                if batch.len() < BATCH_CHUNKS {
+                    continue;
+                }
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_CHUNKS));
+                if tx.send(full).is_err() {
                     break;
                 }
                 let now = sent.load(Ordering::Relaxed);
@@ -413,6 +430,9 @@ impl RestClient {
                         total: send_total,
                     });
                 }
+            }
+            if read_result.is_ok() && !batch.is_empty() && !failed.load(Ordering::Relaxed) {
+                let _ = tx.send(batch);
             }
             drop(tx);
             read_result
@@ -429,14 +449,29 @@ impl RestClient {
         }
     }
 
-    fn call_empty_body(
+    /// Compresses a batch of chunks and sends it as one record stream
+    /// (`POST /api/v1/uploads/{id}/chunks`), retried: storing a chunk twice
+    /// is harmless.
+    fn send_batch(
         &self,
-        what: &str,
-        method: Method,
-        path: &str,
-        payload: Payload<'_>,
+        upload: UploadId,
+        batch: &[(ChunkHash, Vec<u8>)],
+        level: i32,
     ) -> Result<()> {
-        let mut res = self.request(what, method, path, payload)?;
+        let mut body = Vec::with_capacity(batch.iter().map(|(_, d)| d.len() + 40).sum());
+        for (hash, data) in batch {
+            let frame = encode_frame(data, level)?;
+            body.extend_from_slice(&hash.0);
+            body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            body.extend_from_slice(&frame);
+        }
+        let mut res = self.request_with(
+            "upload chunks",
+            Method::POST,
+            &format!("/api/v1/uploads/{upload}/chunks"),
+            Payload::Binary(&body),
+            true,
+        )?;
         let _ = res.body_mut().with_config().limit(1 << 20).read_to_vec();
         Ok(())
     }
@@ -1006,57 +1041,90 @@ impl BaasClient for RestClient {
         let mut body = res.body_mut().with_config().reader();
         let cs = CHUNK_SIZE as usize;
         let total = v.size;
-        let mut buf = vec![0u8; 16 * cs];
-        let mut entries: Vec<Option<ChunkHash>> =
-            Vec::with_capacity(total.div_ceil(cs as u64) as usize);
-        let mut done = 0u64;
-        let mut reported = 0u64;
         progress(Transfer {
             phase: "receive",
             done: 0,
             total,
         });
-        loop {
-            // Fill whole chunks (the last may be short) so each is hashed once.
-            let mut n = 0;
-            while n < buf.len() {
-                match body.read(&mut buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        return Err(Error::unavailable(format!(
-                            "{what}: the transfer broke after {} bytes: {e}",
-                            done + n as u64
-                        )))
+        // This thread reads the socket; another hashes (for the root check)
+        // and writes, so neither waits for the other. Buffers go round.
+        let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(4);
+        let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(6);
+        for _ in 0..6 {
+            let _ = empty_tx.send(vec![0u8; 16 * cs]);
+        }
+        let mut done = 0u64;
+        let (read_result, write_result) = std::thread::scope(|s| {
+            let writer = s.spawn(move || -> Result<Vec<Option<ChunkHash>>> {
+                let mut entries: Vec<Option<ChunkHash>> =
+                    Vec::with_capacity(total.div_ceil(cs as u64) as usize);
+                for (buf, n) in full_rx.iter() {
+                    for piece in buf[..n].chunks(cs) {
+                        entries.push((!is_zero(piece)).then(|| ChunkHash::of(piece)));
+                    }
+                    sink.write_all(&buf[..n]).map_err(|e| {
+                        Error::invalid("sink", format!("writing the download failed: {e}"))
+                            .with_source(e)
+                    })?;
+                    let _ = empty_tx.send(buf);
+                }
+                sink.flush().map_err(|e| {
+                    Error::invalid("sink", format!("writing the download failed: {e}"))
+                        .with_source(e)
+                })?;
+                Ok(entries)
+            });
+            let mut reported = 0u64;
+            let read_result = (|| -> Result<()> {
+                loop {
+                    let Ok(mut buf) = empty_rx.recv() else {
+                        return Ok(()); // the writer failed; its error follows
+                    };
+                    // Fill whole chunks (the last may be short) so each is
+                    // hashed once.
+                    let mut n = 0;
+                    while n < buf.len() {
+                        match body.read(&mut buf[n..]) {
+                            Ok(0) => break,
+                            Ok(k) => n += k,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                return Err(Error::unavailable(format!(
+                                    "{what}: the transfer broke after {} bytes: {e}",
+                                    done + n as u64
+                                )))
+                            }
+                        }
+                    }
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let last = n < buf.len();
+                    if full_tx.send((std::mem::take(&mut buf), n)).is_err() {
+                        return Ok(());
+                    }
+                    done += n as u64;
+                    if done - reported >= 8 << 20 || done == total {
+                        reported = done;
+                        progress(Transfer {
+                            phase: "receive",
+                            done,
+                            total,
+                        });
+                    }
+                    if last {
+                        return Ok(());
                     }
                 }
-            }
-            if n == 0 {
-                break;
-            }
-            for piece in buf[..n].chunks(cs) {
-                entries.push((!is_zero(piece)).then(|| ChunkHash::of(piece)));
-            }
-            sink.write_all(&buf[..n]).map_err(|e| {
-                Error::invalid("sink", format!("writing the download failed: {e}")).with_source(e)
-            })?;
-            done += n as u64;
-            if done - reported >= 8 << 20 || done == total {
-                reported = done;
-                progress(Transfer {
-                    phase: "receive",
-                    done,
-                    total,
-                });
-            }
-            if n < buf.len() {
-                break;
-            }
-        }
-        sink.flush().map_err(|e| {
-            Error::invalid("sink", format!("writing the download failed: {e}")).with_source(e)
-        })?;
+            })();
+            drop(full_tx);
+            let write_result = writer
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("the download's writer panicked")));
+            (read_result, write_result)
+        });
+        let entries = write_result?;
+        read_result?;
         if done != total {
             return Err(Error::unavailable(format!(
                 "{what}: received {done} of {total} bytes"

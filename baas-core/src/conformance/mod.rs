@@ -192,7 +192,8 @@ macro_rules! services_conformance {
             gc_spares_chunks_of_an_import_in_progress, authorization_rules, tokens_authenticate_until_revoked,
             queue_flow_and_capture_rules, range_reads_and_latest, compaction_saves_space_and_keeps_bytes,
             compaction_dictionary_outlives_every_frame_that_needs_it,
-            boot_decisions_enrollment_sessions_and_power, neutral_state_after_jobs);
+            boot_decisions_enrollment_sessions_and_power, neutral_state_after_jobs,
+            placement_on_any_machine_that_fits);
     };
 }
 

@@ -1529,3 +1529,118 @@ pub fn neutral_state_after_jobs(s: &ServicesSubject) {
         "the next job overwrites the disks anyway"
     );
 }
+
+/// Placement on any machine that fits: architecture, pool, the largest
+/// reported disk, and idleness; when none fits, each machine's reason.
+pub fn placement_on_any_machine_that_fits(s: &ServicesSubject) {
+    let b = Baas::new(s.0.clone(), Config::default());
+    let p = people(&b);
+    let pool = format!("gpu-{}", super::suffix());
+    let machine = |arch: Arch, pool: Option<String>, disk: Option<u64>| {
+        let u = *super::fresh_uuid().as_bytes();
+        let m = b
+            .register_machine(
+                &p.admin,
+                NewMachine {
+                    mac: MacAddress([0x52, 0x54, 0xb2, u[0], u[1], u[2]]),
+                    name: Some(format!("p-{}", super::suffix())),
+                    arch,
+                    pool,
+                },
+            )
+            .expect("machine");
+        if let Some(size) = disk {
+            let disk = DiskInfo {
+                path: "/dev/sda".into(),
+                by_id: vec![],
+                serial: None,
+                wwn: None,
+                model: None,
+                size,
+                logical_block: 512,
+                physical_block: 512,
+                rotational: false,
+                removable: false,
+            };
+            b.report_inventory(
+                &p.admin,
+                m.id,
+                Inventory {
+                    disks: vec![disk],
+                    ..Inventory::default()
+                },
+            )
+            .expect("inventory");
+        }
+        m
+    };
+    let arm = machine(Arch::Aarch64, Some(pool.clone()), Some(1 << 40));
+    let big = machine(Arch::X86_64, Some(pool.clone()), Some(1 << 40));
+    let small = machine(Arch::X86_64, Some(pool.clone()), Some(10 << 30));
+    let image = new_image(&b, &p.alice, 4096);
+    let target = || JobTarget::Image {
+        image: image.id,
+        version: VersionRef::Number(0),
+        disk: None,
+        capture: false,
+    };
+    let fit = Fit {
+        arch: Some(Arch::X86_64),
+        min_disk_bytes: 100 << 30,
+        pool: Some(pool.clone()),
+    };
+    let job = b
+        .place_job(&p.alice, &fit, target(), Some(60_000))
+        .expect("placed");
+    assert_eq!(job.machine, big.id);
+    assert_eq!(job.session.hold_ms, Some(60_000));
+    let e = b
+        .place_job(&p.bob, &fit, target(), None)
+        .expect_err("nothing fits now");
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert!(e.message().contains("busy"), "{}", e.message());
+    assert!(e.message().contains("largest disk"), "{}", e.message());
+    assert!(
+        e.message().contains("architecture aarch64"),
+        "{}",
+        e.message()
+    );
+    let why = b.machines_for(&p.bob, &fit).expect("candidates");
+    let reason = |id: MachineId| {
+        why.iter()
+            .find(|c| c.machine.id == id)
+            .expect("listed")
+            .unfit
+            .clone()
+    };
+    assert!(reason(big.id).is_some_and(|r| r.contains(&job.id.to_string())));
+    assert!(reason(small.id).is_some());
+    assert!(reason(arm.id).is_some());
+    let smaller = Fit {
+        min_disk_bytes: 1 << 30,
+        ..fit.clone()
+    };
+    assert_eq!(
+        b.place_job(&p.alice, &smaller, target(), None)
+            .expect("placed")
+            .machine,
+        small.id,
+        "the idle machine that fits"
+    );
+    let nowhere = Fit {
+        pool: Some(format!("none-{}", super::suffix())),
+        ..Fit::default()
+    };
+    assert_eq!(
+        b.place_job(&p.alice, &nowhere, target(), None)
+            .expect_err("no pool")
+            .kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        b.place_job(&Actor::Agent { machine: big.id }, &fit, target(), None)
+            .expect_err("agents do not queue")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+}

@@ -467,6 +467,54 @@ impl Baas {
         Ok(put)
     }
 
+    /// Receives several chunk frames of an upload at once, the batched
+    /// form of [`Baas::upload_chunk`]: every frame is decoded and checked
+    /// against its hash before anything is stored, then the batch is made
+    /// durable with one sync and the session touched once.
+    pub fn upload_chunks(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        frames: &[(ChunkHash, Vec<u8>)],
+    ) -> Result<Vec<Put>> {
+        let session = self.session_for(actor, id)?;
+        let manifest = session
+            .manifest
+            .as_ref()
+            .ok_or_else(|| Error::invalid("upload", "this upload is a stream, not chunk-level"))?;
+        let wanted: HashSet<ChunkHash> = manifest.chunks().iter().flatten().copied().collect();
+        for (hash, frame) in frames {
+            if !wanted.contains(hash) {
+                return Err(Error::invalid(
+                    "hash",
+                    format!("chunk {hash} is not in this upload's manifest"),
+                ));
+            }
+            let data = decode_frame(frame, hash).map_err(|e| match e.kind() {
+                ErrorKind::Internal => Error::invalid("chunk", e.message().to_string()),
+                _ => e,
+            })?;
+            if data.len() > manifest.chunk_size() as usize {
+                return Err(Error::invalid(
+                    "chunk",
+                    "longer than the manifest's chunk size",
+                ));
+            }
+        }
+        let mut puts = Vec::with_capacity(frames.len());
+        let mut added = 0;
+        for (hash, frame) in frames {
+            let put = self.chunks.put(hash, frame)?;
+            if let Put::New(n) = put {
+                added += n;
+            }
+            puts.push(put);
+        }
+        self.chunks.sync()?;
+        self.meta.touch_upload(id, self.clock.now(), added)?;
+        Ok(puts)
+    }
+
     /// Commits a chunk-level upload once every chunk is stored.
     pub fn commit_upload(
         &self,

@@ -17,6 +17,7 @@ mod import;
 mod jobs;
 mod machines;
 pub mod policy;
+mod schedule;
 mod setups;
 mod users;
 
@@ -29,6 +30,7 @@ pub use images::{ImagePatch, NewImage};
 pub use import::ImportOptions;
 pub use jobs::{JobRequest, JobTarget};
 pub use machines::{MachinePatch, NewMachine};
+pub use schedule::{Candidate, Fit};
 pub use setups::NewSetup;
 pub use users::{NewUser, UserPatch};
 

@@ -46,6 +46,7 @@ pub fn routes() -> Vec<Route> {
         uploads::begin_upload,
         uploads::upload_missing,
         uploads::upload_chunk,
+        uploads::upload_chunks,
         uploads::commit_upload,
         uploads::abort_upload,
         setups::list_setups,

@@ -106,6 +106,45 @@ pub async fn upload_chunk(
     })
 }
 
+/// Sends many chunks at once, as a record stream: for each chunk its
+/// 32-byte hash, the frame's length (4 bytes, little-endian), the frame (at
+/// most 256 chunks). Every frame is checked against its hash before any is
+/// stored; the batch is made durable at once, so this is much faster than
+/// one `PUT` per chunk.
+#[utoipa::path(post, path = "/api/v1/uploads/{id}/chunks", tag = "uploads",
+    params(("id" = uuid::Uuid, Path, description = "upload id")),
+    request_body(content = Binary, content_type = "application/octet-stream",
+        description = "for each chunk: 32-byte hash, u32 LE frame length, the frame"),
+    responses((status = 200, body = super::agent::CaptureChunksView), (status = 400, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
+#[post("/uploads/<id>/chunks", data = "<data>")]
+pub async fn upload_chunks(
+    caller: Caller,
+    id: &str,
+    req_info: crate::upload::BodyInfo,
+    data: Data<'_>,
+) -> Result<Out<super::agent::CaptureChunksView>, ApiError> {
+    let id: UploadId = parse(id)?;
+    let limit = baas_core::ports::MAX_CHUNKS_PER_CALL as u64 * (36 + FRAME_LIMIT);
+    let bytes = read_body(req_info.metrics(), data, limit).await?;
+    let records = super::agent::parse_records(&bytes)?;
+    let puts = caller
+        .run(move |b, a| b.upload_chunks(a, id, &records))
+        .await?;
+    let mut view = super::agent::CaptureChunksView {
+        chunks: puts.len() as u64,
+        new: 0,
+        stored_bytes: 0,
+    };
+    for put in puts {
+        if let Put::New(n) = put {
+            view.new += 1;
+            view.stored_bytes += n;
+        }
+    }
+    Ok(Out(view))
+}
+
 /// Commits an upload once every chunk is there; the body (optional) may
 /// carry a note.
 #[utoipa::path(post, path = "/api/v1/uploads/{id}/commit", tag = "uploads",
