@@ -13,6 +13,7 @@
 #    time against reading the disk with dd.
 #
 #   benches/agent-compare.sh [SIZE_MIB]       # default 4096
+#   RUNS=5 benches/agent-compare.sh           # flash/dd pairs (default 3)
 #
 # Installs bmap-tools, nginx, zstd, curl and jq with apt-get when missing
 # (as root). Everything listens on 127.0.0.1 and is stopped on exit; every
@@ -174,6 +175,22 @@ cp --sparse=always "$work/dirty.img" "$work/bmap.img"; drop_caches; s=$(now)
 t bmaptool -q copy --bmap "$work/a.bmap" "http://127.0.0.1:$hport/a.img.zst" "$work/bmap.img"; T[bmap_http]=$(since "$s")
 rm -f "$work/bmap.img"
 
+# 2b. Repeated pairs, for same-run ratios on a noisy machine: a full flash
+#     onto an empty disk, then dd of the image, back to back (RUNS, default
+#     3).
+RUNS="${RUNS:-3}"
+pairs=()
+for ((r = 1; r <= RUNS; r++)); do
+  truncate -s 0 "$disk"; truncate -s "${SIZE_MIB}M" "$disk"
+  drop_caches; job=$(queue 1 false); s=$(now); run_agent "$work/flash-run$r.log"; a=$(since "$s")
+  cmp -s "$img" "$disk" || { echo "disk differs from A after flash (run $r)" >&2; exit 1; }
+  cancel "$job"
+  rm -f "$work/dd.img"; drop_caches; s=$(now)
+  t dd if="$img" of="$work/dd.img" bs=4M conv=fsync status=none; d=$(since "$s")
+  rm -f "$work/dd.img"
+  pairs+=("$a $d")
+done
+
 # 3. A -> B on the disk holding A.
 drop_caches; job=$(queue 2 false); s=$(now); run_agent "$work/delta.log"; T[delta]=$(since "$s")
 cmp -s "$work/b.img" "$disk" || { echo "disk differs from B after the delta flash" >&2; exit 1; }
@@ -213,4 +230,12 @@ gbit=$(awk -v b="$fetched_delta" 'BEGIN { printf "%.2f", b / 125e6 }')
   echo "costs: A -> B: $(usage "$work/delta.log")"
   echo "costs: capture: $(usage "$work/capture.log")"
   echo "capture of an unchanged disk: $uploaded frame bytes uploaded, $sent request bytes in all (target < 1048576); job $state"
+  echo
+  echo "full flash onto an empty disk vs dd bs=4M conv=fsync, $RUNS pairs back to back (dd time / agent time; target >= 2):"
+  for ((r = 0; r < ${#pairs[@]}; r++)); do
+    set -- ${pairs[$r]}
+    echo "  run $((r + 1)): agent $1 s, dd $2 s: $(ratio "$2" "$1")x"
+  done
+  printf '%s\n' "${pairs[@]}" | awk '{ print $2 / $1 }' | sort -n | awk '
+    { v[NR] = $1 } END { if (NR) printf "  dd/agent: median %.2fx, min %.2fx, max %.2fx\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR] }'
 } | tee "$OUT"
