@@ -73,7 +73,9 @@ impl FromStr for ChunkHash {
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
         let bad = || Error::invalid("hash", format!("{s:?} is not 64 hex digits"));
-        if s.len() != 64 {
+        // All 64 must be hex digits: `from_str_radix` alone also takes a
+        // sign, so "+3" passed for "03" (found by fuzz/agent_messages).
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let mut out = [0u8; 32];
@@ -980,6 +982,9 @@ mod tests {
         fn hex_round_trips(h in any::<[u8; 32]>()) {
             let h = ChunkHash(h);
             prop_assert_eq!(h.to_hex().parse::<ChunkHash>().ok(), Some(h));
+            let mut signed = h.to_hex();
+            signed.replace_range(2..3, "+");
+            prop_assert!(signed.parse::<ChunkHash>().is_err());
         }
     }
 }
