@@ -35,7 +35,7 @@ pub struct Candidate {
 impl Baas {
     fn why_unfit(&self, m: &Machine, fit: &Fit) -> Result<Option<String>> {
         if m.state != MachineState::Ready {
-            return Ok(Some(format!("{}", m.state.as_str())));
+            return Ok(Some(m.state.as_str().to_string()));
         }
         if let Some(a) = &fit.arch {
             if *a != m.arch {
