@@ -106,7 +106,53 @@ impl Modify for BearerAuth {
 
 /// The OpenAPI document.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi().merge_from(api::agent::AgentApi::openapi())
+    let mut doc = ApiDoc::openapi().merge_from(api::agent::AgentApi::openapi());
+    common_errors(&mut doc);
+    doc
+}
+
+/// Documents on every operation the errors any request can get whatever
+/// the route: a malformed path or query value (400), a missing or bad
+/// token (401), too many bad tokens from one address (429, see
+/// `ratelimit.rs`) and the database out of reach (503). schemathesis
+/// checks every answer against the document.
+fn common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |what: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            for (code, what) in [
+                ("400", "a path or query value is malformed"),
+                ("401", "no valid bearer token"),
+                ("429", "too many failed authentications from this address"),
+                ("503", "the database or chunk store is out of reach; retry"),
+            ] {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| error(what));
+            }
+        }
+    }
 }
 
 /// This document, as JSON.

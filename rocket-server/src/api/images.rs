@@ -33,7 +33,7 @@ pub async fn list_images(
 /// Creates an image and its blank version 0 (which stores nothing).
 #[utoipa::path(post, path = "/api/v1/images", tag = "images", request_body = NewImageBody,
     responses((status = 201, body = CreatedImage), (status = 400, body = ErrorEnvelope),
-        (status = 403, body = ErrorEnvelope)))]
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 #[post("/images", data = "<body>")]
 pub async fn create_image(
     caller: Caller,
