@@ -10,7 +10,7 @@
 #     curl GET .../content -o path.
 # Target: Python >= 90% of curl. Figures are medians of RUNS runs (default 3).
 #
-#   bindings/python/bench/compare.sh [SIZE_MIB]     # default 1024
+#   bindings/python/bench/compare.sh [SIZE_MIB]     # default 1024; RUNS=5, NO_BUILD=1
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 SIZE_MIB="${1:-1024}"
@@ -18,8 +18,10 @@ RUNS="${RUNS:-3}"
 VENV=target/py-venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q "maturin>=1.7,<2"
-cargo build --release -q -p baas-server
-(cd bindings/python && VIRTUAL_ENV="$PWD/../../$VENV" PATH="$PWD/../../$VENV/bin:$PATH" maturin develop --release -q >/dev/null)
+if [ "${NO_BUILD:-0}" != 1 ]; then   # NO_BUILD=1: measure what is built
+  cargo build --release -q -p baas-server
+  (cd bindings/python && VIRTUAL_ENV="$PWD/../../$VENV" PATH="$PWD/../../$VENV/bin:$PATH" maturin develop --release -q >/dev/null)
+fi
 PY="$VENV/bin/python"
 work=$(mktemp -d)
 spid=""

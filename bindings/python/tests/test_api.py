@@ -130,26 +130,29 @@ def test_remote_upload_sends_only_missing_chunks_and_resumes(admin: baas.Client,
     assert v.stored_size <= (1 << 20) + 4096
 
     # An upload broken off mid-way (the callback raises) resumes: running it
-    # again sends only what never arrived.
-    data[8 << 20 : 32 << 20] = os.urandom(24 << 20)
-    path.write_bytes(bytes(data))
+    # again sends only what never arrived. (96 MiB of new data: more than
+    # the client keeps in flight, 6 batches of 8 MiB.)
+    big = admin.create_image("resume", size="128MiB")
+    bigpath = tmp_path / "big.img"
+    bigdata = os.urandom(96 << 20)
+    bigpath.write_bytes(bigdata)
 
     class Stop(Exception):
         pass
 
     def stop_midway(t: baas.TransferProgress) -> None:
-        if t.phase == "send" and t.done >= 2 << 20:
+        if t.phase == "send" and t.done > 0:
             raise Stop()
 
     with pytest.raises(Stop):
-        img.upload(path, progress=stop_midway)
+        big.upload(bigpath, progress=stop_midway)
     again: List[baas.TransferProgress] = []
-    v = img.upload(path, progress=again.append)
+    v = big.upload(bigpath, progress=again.append)
     resent = [t for t in again if t.phase == "send"][-1].total
-    assert 0 < resent < 24 << 20, resent
+    assert 0 < resent < 96 << 20, resent
     out = io.BytesIO()
-    img.download(v, out)
-    assert out.getvalue() == bytes(data)
+    big.download(v, out)
+    assert out.getvalue() == bigdata
 
 
 def test_errors_from_real_failures(server: Server, admin: baas.Client, user: baas.Client) -> None:
