@@ -542,3 +542,88 @@ fn a_server_restarted_mid_transfer_on_the_same_data_dir_is_waited_for() {
     assert_eq!(again.id, job.id);
     assert_eq!(again.state, JobState::Provisioning);
 }
+
+/// A disk in memory, for flashing through the real link.
+#[derive(Debug)]
+struct VecDisk(std::sync::Mutex<Vec<u8>>);
+
+impl baas_core::ports::BlockDevice for VecDisk {
+    fn size(&self) -> u64 {
+        self.0.lock().expect("lock").len() as u64
+    }
+    fn block_size(&self) -> u32 {
+        512
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> baas_core::Result<()> {
+        let d = self.0.lock().expect("lock");
+        buf.copy_from_slice(&d[offset as usize..offset as usize + buf.len()]);
+        Ok(())
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> baas_core::Result<()> {
+        let mut d = self.0.lock().expect("lock");
+        d[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> baas_core::Result<()> {
+        let mut d = self.0.lock().expect("lock");
+        d[offset as usize..(offset + len) as usize].fill(0);
+        Ok(())
+    }
+    fn flush(&self) -> baas_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// Frames compacted with an image's zstd dictionary travel over HTTP: the
+/// server hands the dictionary out only together with a chunk whose frame
+/// needs it, and a full flash through the link ends byte for byte right.
+#[test]
+fn compacted_frames_and_their_dictionary_travel_over_http() {
+    let lab = Lab::new();
+    let machine = lab.machine(MAC);
+    let word = |i: u64| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 3).to_le_bytes();
+    let (mut data, mut x) = (Vec::new(), 42u64);
+    while data.len() < baas_core::services::DICTIONARY_MIN_CHUNKS * CHUNK_SIZE as usize {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&word(if x & 1 == 0 { x % 16 } else { x % 4096 }));
+    }
+    let image = lab.image("dict", data.len() as u64);
+    lab.upload(&image, &data);
+    let r = lab
+        .baas()
+        .compact_chunks(&Actor::System, 3, 2)
+        .expect("compact");
+    assert_eq!(r.dictionaries, 1, "{r:?}");
+    let token = lab.agent_token(&machine);
+    lab.queue(&machine, &image, 1, "first", false);
+    let l = link(&lab.base(), &token);
+    let job = l.next_job(5_000).expect("poll").expect("a job");
+    let manifest = l.manifest(job.id, 0).expect("manifest");
+    let first = manifest
+        .chunks()
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .expect("data");
+    let frame = l.chunks(job.id, 0, &[first]).expect("chunk").remove(0);
+    let dict = baas_core::content::frame_dictionary(&frame).expect("a dictionary frame");
+    assert_eq!(
+        l.chunks(job.id, 0, &[dict]).expect_err("not alone").kind(),
+        ErrorKind::NotFound
+    );
+    let disk = VecDisk(std::sync::Mutex::new(vec![0u8; data.len()]));
+    let report = baas_core::flashing::flash(
+        &disk,
+        &l,
+        job.id,
+        0,
+        &baas_core::flashing::FlashOptions::default(),
+        &mut |_| {},
+    )
+    .expect("flash");
+    assert_eq!(report.root, manifest.root());
+    assert!(*disk.0.lock().expect("lock") == data);
+}
