@@ -813,6 +813,8 @@ pub struct JobView {
     /// When the user's session ends (set once the job runs; moved to the
     /// release time by `POST /jobs/{id}/release`).
     pub session_ends_at: Option<String>,
+    /// The earliest the job may start.
+    pub not_before: Option<String>,
 }
 
 impl From<&Job> for JobView {
@@ -846,6 +848,7 @@ impl From<&Job> for JobView {
             finished_at: opt_time(j.finished_at),
             hold_seconds: j.session.hold_ms.map(|h| h / 1000),
             session_ends_at: opt_time(j.session.ends_at),
+            not_before: opt_time(j.session.not_before),
         }
     }
 }
@@ -890,6 +893,9 @@ pub struct NewJobBody {
     /// How long the user's session may run once flashed, in seconds
     /// (at most the admin's maximum, which applies when absent).
     pub hold_seconds: Option<u64>,
+    /// Start no earlier than this many seconds from now (a window that
+    /// opens later); at once when absent.
+    pub start_after_seconds: Option<u64>,
 }
 
 impl NewJobBody {
@@ -1032,6 +1038,7 @@ mod tests {
             disk: None,
             capture: false,
             hold_seconds: None,
+            start_after_seconds: None,
         };
         assert!(both.into_target().is_err());
     }

@@ -449,4 +449,29 @@ fn jobs_go_to_any_idle_machine_that_fits_or_say_why_none_does() {
     );
     app.post("/api/v1/jobs", Some(&user), &json!({"pool": "lab"}))
         .expect_error(400, "invalid_input");
+
+    // A window that opens in an hour: queued, but not booted for yet.
+    app.post(
+        &format!("/api/v1/jobs/{}/cancel", job["id"].as_str().expect("id")),
+        Some(&user),
+        &json!({}),
+    )
+    .expect(200);
+    let later = app
+        .post(
+            &format!("/api/v1/machines/{m}/jobs"),
+            Some(&user),
+            &json!({"image_id": image, "version": 1, "start_after_seconds": 3600}),
+        )
+        .expect(201)
+        .json();
+    assert!(later["not_before"].is_string(), "{later}");
+    app.post(
+        &format!("/api/v1/machines/{m}/accept"),
+        Some(&app.admin),
+        &json!({}),
+    )
+    .expect(200);
+    let s = boot(&app, "52:54:00:b0:07:21", None);
+    assert!(s.contains("starts at") && s.contains("sanboot"), "{s}");
 }

@@ -586,7 +586,12 @@ fn power_from_db(text: Option<&str>) -> Result<PowerConfig> {
         return Ok(PowerConfig::Manual);
     };
     let json: PowerJson = serde_json::from_str(text).map_err(|e| {
-        corrupt("machines", "power", "text that is not a power configuration").with_source(e)
+        corrupt(
+            "machines",
+            "power",
+            "text that is not a power configuration",
+        )
+        .with_source(e)
     })?;
     Ok(match json {
         PowerJson::Qmp { address } => PowerConfig::Qmp { address },
@@ -734,6 +739,8 @@ struct SessionJson {
     hold_ms: Option<u64>,
     ends_at: Option<i64>,
     cycled_at: Option<i64>,
+    #[serde(default)]
+    not_before: Option<i64>,
 }
 
 /// A job's session column (`None` when it holds nothing).
@@ -745,6 +752,7 @@ pub(crate) fn session_to_db(s: &Session) -> Result<Option<String>> {
         hold_ms: s.hold_ms,
         ends_at: s.ends_at.map(Timestamp::millis),
         cycled_at: s.cycled_at.map(Timestamp::millis),
+        not_before: s.not_before.map(Timestamp::millis),
     })
     .map(Some)
     .map_err(|e| Error::internal("encoding a job session failed").with_source(e))
@@ -760,6 +768,7 @@ fn session_from_db(text: Option<&str>) -> Result<Session> {
         hold_ms: j.hold_ms,
         ends_at: j.ends_at.map(Timestamp),
         cycled_at: j.cycled_at.map(Timestamp),
+        not_before: j.not_before.map(Timestamp),
     })
 }
 

@@ -193,7 +193,7 @@ macro_rules! services_conformance {
             queue_flow_and_capture_rules, range_reads_and_latest, compaction_saves_space_and_keeps_bytes,
             compaction_dictionary_outlives_every_frame_that_needs_it,
             boot_decisions_enrollment_sessions_and_power, neutral_state_after_jobs,
-            placement_on_any_machine_that_fits);
+            placement_on_any_machine_that_fits, jobs_wait_for_their_window);
     };
 }
 

@@ -415,6 +415,7 @@ pub fn sessions_and_machine_boot_round_trip(s: &Subject) {
         hold_ms: Some(90_000),
         ends_at: Some(Timestamp(5_000)),
         cycled_at: Some(Timestamp(4_000)),
+        not_before: Some(Timestamp(3_000)),
     };
     q.set_session(j.id, &session).expect("set");
     let back = q.job(j.id).expect("job").expect("some");

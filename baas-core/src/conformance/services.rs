@@ -1590,12 +1590,12 @@ pub fn placement_on_any_machine_that_fits(s: &ServicesSubject) {
         pool: Some(pool.clone()),
     };
     let job = b
-        .place_job(&p.alice, &fit, target(), Some(60_000))
+        .place_job(&p.alice, &fit, target(), Some(60_000), None)
         .expect("placed");
     assert_eq!(job.machine, big.id);
     assert_eq!(job.session.hold_ms, Some(60_000));
     let e = b
-        .place_job(&p.bob, &fit, target(), None)
+        .place_job(&p.bob, &fit, target(), None, None)
         .expect_err("nothing fits now");
     assert_eq!(e.kind(), ErrorKind::Conflict);
     assert!(e.message().contains("busy"), "{}", e.message());
@@ -1621,7 +1621,7 @@ pub fn placement_on_any_machine_that_fits(s: &ServicesSubject) {
         ..fit.clone()
     };
     assert_eq!(
-        b.place_job(&p.alice, &smaller, target(), None)
+        b.place_job(&p.alice, &smaller, target(), None, None)
             .expect("placed")
             .machine,
         small.id,
@@ -1632,15 +1632,94 @@ pub fn placement_on_any_machine_that_fits(s: &ServicesSubject) {
         ..Fit::default()
     };
     assert_eq!(
-        b.place_job(&p.alice, &nowhere, target(), None)
+        b.place_job(&p.alice, &nowhere, target(), None, None)
             .expect_err("no pool")
             .kind(),
         ErrorKind::Conflict
     );
     assert_eq!(
-        b.place_job(&Actor::Agent { machine: big.id }, &fit, target(), None)
-            .expect_err("agents do not queue")
-            .kind(),
+        b.place_job(
+            &Actor::Agent { machine: big.id },
+            &fit,
+            target(),
+            None,
+            None
+        )
+        .expect_err("agents do not queue")
+        .kind(),
         ErrorKind::Forbidden
+    );
+}
+
+/// A job queued for a window that opens later: until then the machine
+/// boots its disk, the agent gets nothing and no power cycle is due.
+pub fn jobs_wait_for_their_window(s: &ServicesSubject) {
+    let clock = Arc::new(HandClock(std::sync::atomic::AtomicI64::new(
+        s.0.clock.now().millis(),
+    )));
+    let b = Baas::new(
+        Ports {
+            clock: clock.clone(),
+            ..s.0.clone()
+        },
+        Config::default(),
+    );
+    let p = people(&b);
+    let u = *super::fresh_uuid().as_bytes();
+    let mac = MacAddress([0x52, 0x54, 0xb3, u[0], u[1], u[2]]);
+    let m = b
+        .register_machine(
+            &p.admin,
+            NewMachine {
+                mac,
+                name: Some(format!("w-{}", super::suffix())),
+                arch: Arch::X86_64,
+                pool: None,
+            },
+        )
+        .expect("machine");
+    b.set_machine_boot(
+        &p.admin,
+        m.id,
+        MachineBoot {
+            power: PowerConfig::Qmp {
+                address: "tcp:127.0.0.1:4444".into(),
+            },
+            neutral: NeutralState::Keep,
+        },
+    )
+    .expect("power");
+    let image = new_image(&b, &p.alice, 4096);
+    let opens = crate::ports::Clock::now(&*clock).plus_millis(60_000);
+    let job = b
+        .enqueue_job_at(
+            &p.alice,
+            JobRequest {
+                machine: m.id,
+                target: JobTarget::Image {
+                    image: image.id,
+                    version: VersionRef::Number(0),
+                    disk: None,
+                    capture: false,
+                },
+            },
+            None,
+            Some(opens),
+        )
+        .expect("queue");
+    assert_eq!(job.session.not_before, Some(opens));
+    let agent = Actor::Agent { machine: m.id };
+    match b.boot(mac, None).expect("boot") {
+        BootAction::LocalDisk { reason } => assert!(reason.contains("starts at"), "{reason}"),
+        other => panic!("not yet: {other:?}"),
+    }
+    assert!(b.next_job(&agent, m.id).expect("next").is_none());
+    assert!(b.power_due(&Actor::System).expect("due").is_empty());
+    clock.advance(60_000);
+    assert_eq!(b.power_due(&Actor::System).expect("due").len(), 1);
+    assert!(is_mos(&b.boot(mac, None).expect("boot")).is_some());
+    assert_eq!(
+        b.next_job(&agent, m.id).expect("next").map(|j| j.id),
+        Some(job.id)
     );
 }

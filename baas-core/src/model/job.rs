@@ -181,6 +181,9 @@ pub struct Session {
     /// The last power cycle the server did for this job (to start it, or
     /// to end its session), so that it does each only once.
     pub cycled_at: Option<Timestamp>,
+    /// The earliest the job may start (a reservation's window opens);
+    /// until then the machine is not booted for it.
+    pub not_before: Option<Timestamp>,
 }
 
 impl Session {
@@ -188,6 +191,11 @@ impl Session {
     /// should then boot the management OS to capture and clean up).
     pub fn ended(&self, now: Timestamp) -> bool {
         self.ends_at.is_some_and(|e| e <= now)
+    }
+
+    /// Whether a queued job may start at `now`.
+    pub fn due(&self, now: Timestamp) -> bool {
+        self.not_before.is_none_or(|t| t <= now)
     }
 }
 

@@ -147,6 +147,13 @@ impl Baas {
                         ..JobFilter::default()
                     })?;
                     match queued.first() {
+                        Some(job) if !job.session.due(now) => {
+                            return local(format!(
+                                "job {} starts at {} ms after the epoch",
+                                job.id,
+                                job.session.not_before.map_or(0, Timestamp::millis)
+                            ))
+                        }
                         Some(job) => {
                             self.queue.append_event(
                                 job.id,
@@ -431,7 +438,7 @@ impl Baas {
                         ..JobFilter::default()
                     })?;
                     match queued.into_iter().next() {
-                        Some(j) if j.session.cycled_at.is_none() => {
+                        Some(j) if j.session.cycled_at.is_none() && j.session.due(now) => {
                             (j, "power-cycling the machine to start the job")
                         }
                         _ => continue,

@@ -80,6 +80,18 @@ impl Baas {
         request: JobRequest,
         hold_ms: Option<u64>,
     ) -> Result<Job> {
+        self.enqueue_job_at(actor, request, hold_ms, None)
+    }
+
+    /// [`Baas::enqueue_job_for`] in a window: the job starts no earlier
+    /// than `not_before` (the machine is not booted for it before).
+    pub fn enqueue_job_at(
+        &self,
+        actor: &Actor,
+        request: JobRequest,
+        hold_ms: Option<u64>,
+        not_before: Option<Timestamp>,
+    ) -> Result<Job> {
         if let Some(h) = hold_ms {
             if h == 0 || h > self.config.max_hold_ms {
                 return Err(Error::invalid(
@@ -157,6 +169,7 @@ impl Baas {
             finished_at: None,
             session: Session {
                 hold_ms,
+                not_before,
                 ..Session::default()
             },
         };
@@ -260,7 +273,16 @@ impl Baas {
             }
             return Ok(Some(active));
         }
-        self.queue.take_next(machine, self.clock.now())
+        let now = self.clock.now();
+        let oldest = self.queue.jobs(&JobFilter {
+            machine: Some(machine),
+            states: vec![JobState::Queued],
+            ..JobFilter::default()
+        })?;
+        if oldest.first().is_some_and(|j| !j.session.due(now)) {
+            return Ok(None);
+        }
+        self.queue.take_next(machine, now)
     }
 
     pub(crate) fn agent_job(&self, actor: &Actor, id: JobId) -> Result<Job> {

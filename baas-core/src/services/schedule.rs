@@ -112,17 +112,19 @@ impl Baas {
         fit: &Fit,
         target: JobTarget,
         hold_ms: Option<u64>,
+        not_before: Option<Timestamp>,
     ) -> Result<Job> {
         super::policy::check_user(actor)?;
         let candidates = self.machines_for(actor, fit)?;
         match candidates.iter().find(|c| c.unfit.is_none()) {
-            Some(c) => self.enqueue_job_for(
+            Some(c) => self.enqueue_job_at(
                 actor,
                 JobRequest {
                     machine: c.machine.id,
                     target,
                 },
                 hold_ms,
+                not_before,
             ),
             None if candidates.is_empty() => Err(Error::conflict("there are no machines")),
             None => Err(Error::conflict(format!(

@@ -131,6 +131,8 @@ pub struct PlaceJobBody {
     pub capture: bool,
     /// The session's length in seconds (at most the admin's maximum).
     pub hold_seconds: Option<u64>,
+    /// Start no earlier than this many seconds from now.
+    pub start_after_seconds: Option<u64>,
 }
 
 fn fit_of(arch: Option<&str>, min_disk_bytes: u64, pool: Option<String>) -> Result<Fit, ApiError> {
@@ -161,10 +163,16 @@ pub async fn place_job(
         disk: b.disk,
         capture: b.capture,
         hold_seconds: b.hold_seconds,
+        start_after_seconds: b.start_after_seconds,
     }
     .into_target()?;
+    let start_after = b.start_after_seconds;
     let job = caller
-        .run(move |s, a| s.place_job(a, &fit, target, hold_ms))
+        .run(move |s, a| {
+            let not_before =
+                start_after.map(|t| s.now().plus_millis(super::machines::seconds_ms(t)));
+            s.place_job(a, &fit, target, hold_ms, not_before)
+        })
         .await?;
     Ok(created(JobView::from(&job)))
 }

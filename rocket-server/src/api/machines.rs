@@ -105,11 +105,13 @@ pub async fn enqueue_job(
 ) -> Result<Created<JobView>, ApiError> {
     let key = MachineKey::parse(machine)?;
     let hold_ms = body.0.hold_seconds.map(|s| s.saturating_mul(1000));
+    let start_after = body.0.start_after_seconds;
     let target = body.0.into_target()?;
     let job = caller
         .run(move |b, a| {
             let machine = key.resolve(b, a)?;
-            b.enqueue_job_for(a, JobRequest { machine, target }, hold_ms)
+            let not_before = start_after.map(|s| b.now().plus_millis(seconds_ms(s)));
+            b.enqueue_job_at(a, JobRequest { machine, target }, hold_ms, not_before)
         })
         .await?;
     Ok(created(JobView::from(&job)))
@@ -226,4 +228,9 @@ pub async fn set_boot_config(
         })
         .await?;
     Ok(Out(MachineView::from(&m)))
+}
+
+/// Seconds as milliseconds for a timestamp offset (saturating).
+pub fn seconds_ms(s: u64) -> i64 {
+    i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
