@@ -103,20 +103,40 @@ pub fn is_zero(data: &[u8]) -> bool {
 }
 
 /// The ordered chunk list of one version.
+///
+/// Held as maximal runs of holes and of stored chunks, so its memory grows
+/// with the stored chunks and the number of runs, never with the image's
+/// declared size: the blank version 0 of a 16 TiB image is one run, not
+/// 256 Mi entries (a dense list would be 8.8 GB).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Manifest {
     size: u64,
     chunk_size: u32,
-    /// One entry per chunk; `None` is an all-zero chunk (a hole).
-    chunks: Vec<Option<ChunkHash>>,
+    /// Number of chunk positions (`chunk_count(size, chunk_size)`).
+    count: u64,
+    /// Maximal runs in order, holes and stored chunks alternating.
+    runs: Vec<Run>,
+    /// Every stored chunk's hash, in order.
+    hashes: Vec<ChunkHash>,
 }
+
+/// One run of a [`Manifest`]: positions `start..` up to the next run's
+/// start; `hashes_at` indexes the manifest's `hashes` for a run of stored
+/// chunks, and is `HOLE` for a run of holes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Run {
+    start: u64,
+    hashes_at: u64,
+}
+
+const HOLE: u64 = u64::MAX;
 
 impl fmt::Debug for Manifest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Manifest")
             .field("size", &self.size)
             .field("chunk_size", &self.chunk_size)
-            .field("chunks", &self.chunks.len())
+            .field("chunks", &self.count)
             .field("data_chunks", &self.data_chunks())
             .finish()
     }
@@ -137,32 +157,160 @@ pub fn chunk_count(size: u64, chunk_size: u32) -> u64 {
     size.div_ceil(u64::from(chunk_size))
 }
 
-impl Manifest {
-    /// A manifest from its parts; checks that the chunk count fits the size.
-    pub fn new(size: u64, chunk_size: u32, chunks: Vec<Option<ChunkHash>>) -> Result<Manifest> {
+/// Builds a [`Manifest`] one position at a time, in order, in memory that
+/// grows with the stored chunks only (a capture of a large, mostly empty
+/// disk pushes millions of holes).
+#[derive(Debug)]
+pub struct ManifestBuilder {
+    size: u64,
+    chunk_size: u32,
+    count: u64,
+    pushed: u64,
+    runs: Vec<Run>,
+    hashes: Vec<ChunkHash>,
+}
+
+impl ManifestBuilder {
+    /// A builder for an image of `size` bytes in chunks of `chunk_size`.
+    pub fn new(size: u64, chunk_size: u32) -> Result<ManifestBuilder> {
         check_chunk_size(chunk_size)?;
-        if chunks.len() as u64 != chunk_count(size, chunk_size) {
+        Ok(ManifestBuilder {
+            size,
+            chunk_size,
+            count: chunk_count(size, chunk_size),
+            pushed: 0,
+            runs: Vec::new(),
+            hashes: Vec::new(),
+        })
+    }
+
+    /// Appends `n` holes.
+    pub fn holes(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if self.runs.last().is_none_or(|r| r.hashes_at != HOLE) {
+            self.runs.push(Run {
+                start: self.pushed,
+                hashes_at: HOLE,
+            });
+        }
+        self.pushed += n;
+    }
+
+    /// Appends one stored chunk.
+    pub fn chunk(&mut self, hash: ChunkHash) {
+        if self.runs.last().is_none_or(|r| r.hashes_at == HOLE) {
+            self.runs.push(Run {
+                start: self.pushed,
+                hashes_at: self.hashes.len() as u64,
+            });
+        }
+        self.hashes.push(hash);
+        self.pushed += 1;
+    }
+
+    /// Appends one position: a stored chunk or a hole.
+    pub fn push(&mut self, entry: Option<ChunkHash>) {
+        match entry {
+            Some(h) => self.chunk(h),
+            None => self.holes(1),
+        }
+    }
+
+    /// Positions pushed so far.
+    pub fn len(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Whether nothing was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.pushed == 0
+    }
+
+    /// The manifest; fails unless exactly every position was pushed.
+    pub fn finish(self) -> Result<Manifest> {
+        if self.pushed != self.count {
             return Err(Error::invalid(
                 "manifest",
                 format!(
-                    "{} chunks do not cover {size} bytes in chunks of {chunk_size}",
-                    chunks.len()
+                    "{} chunks do not cover {} bytes in chunks of {}",
+                    self.pushed, self.size, self.chunk_size
                 ),
             ));
         }
         Ok(Manifest {
-            size,
-            chunk_size,
-            chunks,
+            size: self.size,
+            chunk_size: self.chunk_size,
+            count: self.count,
+            runs: self.runs,
+            hashes: self.hashes,
         })
+    }
+}
+
+/// The positions of a [`Manifest`] in order: `Some(hash)` for a stored
+/// chunk, `None` for a hole.
+#[derive(Clone, Debug)]
+pub struct Chunks<'m> {
+    manifest: &'m Manifest,
+    run: usize,
+    pos: u64,
+}
+
+impl Iterator for Chunks<'_> {
+    type Item = Option<ChunkHash>;
+
+    fn next(&mut self) -> Option<Option<ChunkHash>> {
+        let m = self.manifest;
+        if self.pos >= m.count {
+            return None;
+        }
+        while self.run + 1 < m.runs.len() && m.runs[self.run + 1].start <= self.pos {
+            self.run += 1;
+        }
+        let r = m.runs[self.run];
+        let entry =
+            (r.hashes_at != HOLE).then(|| m.hashes[(r.hashes_at + self.pos - r.start) as usize]);
+        self.pos += 1;
+        Some(entry)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (self.manifest.count - self.pos) as usize;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Chunks<'_> {}
+
+impl Manifest {
+    /// A manifest from its parts; checks that the chunk count fits the size.
+    pub fn new(size: u64, chunk_size: u32, chunks: Vec<Option<ChunkHash>>) -> Result<Manifest> {
+        let mut b = ManifestBuilder::new(size, chunk_size)?;
+        for c in chunks {
+            b.push(c);
+        }
+        b.finish()
     }
 
     /// All zeros: the blank version 0 of an image of `size` bytes.
     pub fn blank(size: u64) -> Manifest {
+        let mut b = ManifestBuilder {
+            size,
+            chunk_size: CHUNK_SIZE,
+            count: chunk_count(size, CHUNK_SIZE),
+            pushed: 0,
+            runs: Vec::new(),
+            hashes: Vec::new(),
+        };
+        b.holes(b.count);
         Manifest {
             size,
             chunk_size: CHUNK_SIZE,
-            chunks: vec![None; chunk_count(size, CHUNK_SIZE) as usize],
+            count: b.count,
+            runs: b.runs,
+            hashes: b.hashes,
         }
     }
 
@@ -176,14 +324,61 @@ impl Manifest {
         self.chunk_size
     }
 
-    /// The entries; `None` is a hole.
-    pub fn chunks(&self) -> &[Option<ChunkHash>] {
-        &self.chunks
+    /// Number of chunk positions, holes included.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the image has no chunk at all (size 0).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Every position in order; `None` is a hole.
+    pub fn chunks(&self) -> Chunks<'_> {
+        Chunks {
+            manifest: self,
+            run: 0,
+            pos: 0,
+        }
+    }
+
+    /// The stored chunks with their positions, in order (holes skipped
+    /// without visiting them).
+    pub fn stored(&self) -> impl Iterator<Item = (usize, ChunkHash)> + '_ {
+        self.runs.iter().enumerate().flat_map(move |(k, r)| {
+            let end = self.runs.get(k + 1).map_or(self.count, |n| n.start);
+            let first = if r.hashes_at == HOLE { 0 } else { r.hashes_at };
+            let len = if r.hashes_at == HOLE {
+                0
+            } else {
+                end - r.start
+            };
+            self.hashes[first as usize..(first + len) as usize]
+                .iter()
+                .enumerate()
+                .map(move |(i, h)| ((r.start + i as u64) as usize, *h))
+        })
+    }
+
+    /// The entry at position `index`: `Some(hash)` if stored, `None` for a
+    /// hole. Panics past the end, as indexing does.
+    pub fn chunk(&self, index: usize) -> Option<ChunkHash> {
+        let i = index as u64;
+        assert!(i < self.count, "chunk {index} of {}", self.count);
+        let k = self.runs.partition_point(|r| r.start <= i) - 1;
+        let r = self.runs[k];
+        (r.hashes_at != HOLE).then(|| self.hashes[(r.hashes_at + i - r.start) as usize])
+    }
+
+    /// Whether some position holds `hash`.
+    pub fn contains(&self, hash: &ChunkHash) -> bool {
+        self.hashes.contains(hash)
     }
 
     /// Number of chunks that are stored (not holes).
     pub fn data_chunks(&self) -> usize {
-        self.chunks.iter().filter(|c| c.is_some()).count()
+        self.hashes.len()
     }
 
     /// Byte length of chunk `index`.
@@ -194,7 +389,7 @@ impl Manifest {
 
     /// The hash of chunk `index` as its bytes hash, holes included.
     pub fn chunk_hash(&self, index: usize) -> ChunkHash {
-        match self.chunks[index] {
+        match self.chunk(index) {
             Some(h) => h,
             None => ChunkHash::of_zeros(self.chunk_len(index)),
         }
@@ -209,9 +404,9 @@ impl Manifest {
         h.update(&self.size.to_le_bytes());
         h.update(&self.chunk_size.to_le_bytes());
         let full_zero = ChunkHash::of_zeros(self.chunk_size as usize);
-        for (i, c) in self.chunks.iter().enumerate() {
+        for (i, c) in self.chunks().enumerate() {
             let hash = match c {
-                Some(h) => *h,
+                Some(h) => h,
                 None if self.chunk_len(i) == self.chunk_size as usize => full_zero,
                 None => ChunkHash::of_zeros(self.chunk_len(i)),
             };
@@ -222,41 +417,43 @@ impl Manifest {
 
     /// The distinct stored chunks.
     pub fn distinct_chunks(&self) -> std::collections::BTreeSet<ChunkHash> {
-        self.chunks.iter().flatten().copied().collect()
+        self.hashes.iter().copied().collect()
     }
 
     /// The canonical binary encoding (stored in the database and sent to
     /// the agent): magic, chunk size, size, then maximal runs of holes and
     /// hashes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + self.data_chunks() * 32 + 16);
+        let mut out = Vec::with_capacity(24 + self.data_chunks() * 32 + 5 * self.runs.len());
         out.extend_from_slice(MANIFEST_MAGIC);
         out.extend_from_slice(&self.chunk_size.to_le_bytes());
         out.extend_from_slice(&self.size.to_le_bytes());
-        let mut i = 0;
-        while i < self.chunks.len() {
-            let hole = self.chunks[i].is_none();
-            let mut j = i;
-            while j < self.chunks.len()
-                && self.chunks[j].is_none() == hole
-                && j - i < u32::MAX as usize
-            {
-                j += 1;
-            }
-            out.push(if hole { 0 } else { 1 });
-            out.extend_from_slice(&((j - i) as u32).to_le_bytes());
-            if !hole {
-                for c in self.chunks[i..j].iter().flatten() {
-                    out.extend_from_slice(&c.0);
+        for (k, r) in self.runs.iter().enumerate() {
+            let end = self.runs.get(k + 1).map_or(self.count, |n| n.start);
+            let mut at = r.start;
+            // A run longer than a u32 is written as several.
+            while at < end {
+                let n = (end - at).min(u64::from(u32::MAX));
+                if r.hashes_at == HOLE {
+                    out.push(0);
+                    out.extend_from_slice(&(n as u32).to_le_bytes());
+                } else {
+                    out.push(1);
+                    out.extend_from_slice(&(n as u32).to_le_bytes());
+                    let first = (r.hashes_at + at - r.start) as usize;
+                    for c in &self.hashes[first..first + n as usize] {
+                        out.extend_from_slice(&c.0);
+                    }
                 }
+                at += n;
             }
-            i = j;
         }
         out
     }
 
     /// Decodes [`Manifest::encode`]'s output. Rejects anything that is not
-    /// exactly a canonical encoding, so `encode(decode(b)) == b`.
+    /// exactly a canonical encoding, so `encode(decode(b)) == b`. Memory
+    /// grows with the input, not with the size it declares.
     pub fn decode(bytes: &[u8]) -> Result<Manifest> {
         let bad = |why: &str| Error::invalid("manifest", why.to_string());
         let rest = bytes
@@ -270,31 +467,26 @@ impl Manifest {
         if size > crate::model::MAX_IMAGE_SIZE {
             return Err(bad("size over 16 TiB"));
         }
-        // No image has more entries than the largest one in standard
-        // chunks: a few header bytes must not make the decoder allocate for
-        // 2^32 holes (found by fuzz/manifest; a 25-byte upload body aborted
-        // the server).
-        if chunk_count(size, chunk_size) > chunk_count(crate::model::MAX_IMAGE_SIZE, CHUNK_SIZE) {
-            return Err(bad("more chunks than the largest image has"));
-        }
-        let count = chunk_count(size, chunk_size) as usize;
-        let mut chunks = Vec::with_capacity(count.min(1 << 20));
-        let mut last_tag = None;
+        let mut b = ManifestBuilder::new(size, chunk_size)?;
+        let count = b.count;
+        let (mut last_tag, mut last_len) = (None, 0u32);
         while !rest.is_empty() {
             let (&tag, r) = rest.split_first().ok_or_else(|| bad("truncated run"))?;
             let (n, r) = split_array::<4>(r).ok_or_else(|| bad("truncated run"))?;
-            let n = u32::from_le_bytes(n) as usize;
-            if n == 0 || last_tag == Some(tag) && n != u32::MAX as usize {
+            let n = u32::from_le_bytes(n);
+            if n == 0 || last_tag == Some(tag) && last_len != u32::MAX {
                 return Err(bad("non-canonical runs"));
             }
-            if chunks.len() + n > count {
+            if b.len() + u64::from(n) > count {
                 return Err(bad("more chunks than the size needs"));
             }
             rest = r;
             match tag {
-                0 => chunks.extend(std::iter::repeat_n(None, n)),
+                0 => b.holes(u64::from(n)),
                 1 => {
-                    let need = n.checked_mul(32).ok_or_else(|| bad("run too long"))?;
+                    let need = (n as usize)
+                        .checked_mul(32)
+                        .ok_or_else(|| bad("run too long"))?;
                     if rest.len() < need {
                         return Err(bad("truncated hashes"));
                     }
@@ -302,22 +494,19 @@ impl Manifest {
                     for h in hashes.chunks_exact(32) {
                         let mut a = [0u8; 32];
                         a.copy_from_slice(h);
-                        chunks.push(Some(ChunkHash(a)));
+                        b.chunk(ChunkHash(a));
                     }
                     rest = r;
                 }
                 _ => return Err(bad("unknown run tag")),
             }
             last_tag = Some(tag);
+            last_len = n;
         }
-        if chunks.len() != count {
+        if b.len() != count {
             return Err(bad("fewer chunks than the size needs"));
         }
-        Ok(Manifest {
-            size,
-            chunk_size,
-            chunks,
-        })
+        b.finish()
     }
 }
 
@@ -905,6 +1094,50 @@ mod tests {
             .decode(&f, &ChunkHash::of(&chunks[1]), |_| Ok(bad))
             .is_err());
         assert!(fresh.dictionary(&dict.hash()).is_none());
+    }
+
+    #[test]
+    fn the_largest_blank_manifest_is_one_run_and_round_trips() {
+        // 16 TiB: 256 Mi positions; a dense list would take 8.8 GB.
+        let m = Manifest::blank(crate::model::MAX_IMAGE_SIZE);
+        assert_eq!(m.runs.len(), 1);
+        assert_eq!(m.len(), 1 << 28);
+        let bytes = m.encode();
+        assert_eq!(bytes.len(), 8 + 4 + 8 + 5);
+        assert_eq!(Manifest::decode(&bytes).expect("decodes"), m);
+        assert_eq!(m.chunk(m.len() - 1), None);
+        assert_eq!(m.stored().count(), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_sparse_manifest_holds_exactly_the_dense_list(
+            entries in proptest::collection::vec(proptest::option::of(0u8..4), 1..200),
+            tail in 1u64..=u64::from(MIN_CHUNK_SIZE),
+        ) {
+            let cs = MIN_CHUNK_SIZE;
+            let dense: Vec<Option<ChunkHash>> =
+                entries.iter().map(|e| e.map(|b| ChunkHash::of(&[b]))).collect();
+            let size = (dense.len() as u64 - 1) * u64::from(cs) + tail;
+            let m = Manifest::new(size, cs, dense.clone()).expect("valid");
+            proptest::prop_assert_eq!(m.chunks().len(), dense.len());
+            proptest::prop_assert_eq!(m.chunks().collect::<Vec<_>>(), dense.clone());
+            for (i, e) in dense.iter().enumerate() {
+                proptest::prop_assert_eq!(m.chunk(i), *e);
+            }
+            let stored: Vec<(usize, ChunkHash)> =
+                dense.iter().enumerate().filter_map(|(i, e)| e.map(|h| (i, h))).collect();
+            proptest::prop_assert_eq!(m.stored().collect::<Vec<_>>(), stored.clone());
+            proptest::prop_assert_eq!(m.data_chunks(), stored.len());
+            // Runs are maximal, so equal lists make equal manifests.
+            for w in m.runs.windows(2) {
+                proptest::prop_assert!((w[0].hashes_at == HOLE) != (w[1].hashes_at == HOLE));
+            }
+            let bytes = m.encode();
+            let back = Manifest::decode(&bytes).expect("decodes");
+            proptest::prop_assert_eq!(&back, &m);
+            proptest::prop_assert_eq!(back.encode(), bytes);
+        }
     }
 
     #[test]

@@ -118,8 +118,7 @@ fn chunk_of<'a>(data: &'a [u8], m: &Manifest, hash: &str) -> &'a [u8] {
     let want: ChunkHash = hash.parse().expect("hash");
     let i = m
         .chunks()
-        .iter()
-        .position(|c| *c == Some(want))
+        .position(|c| c == Some(want))
         .expect("chunk in manifest");
     let cs = CHUNK_SIZE as usize;
     &data[i * cs..(i * cs + cs).min(data.len())]

@@ -339,9 +339,9 @@ impl RestClient {
     ) -> Result<()> {
         let (send_total, sent) = (sent.total, &sent.bytes);
         let mut first: HashMap<ChunkHash, usize> = HashMap::with_capacity(missing.len());
-        for (i, c) in manifest.chunks().iter().enumerate() {
+        for (i, c) in manifest.chunks().enumerate() {
             if let Some(h) = c {
-                first.entry(*h).or_insert(i);
+                first.entry(h).or_insert(i);
             }
         }
         let mut order: Vec<(usize, ChunkHash)> = missing
@@ -981,7 +981,6 @@ impl BaasClient for RestClient {
         let (upload, mut missing) = begun.into_core()?;
         let sizes: HashMap<ChunkHash, u64> = manifest
             .chunks()
-            .iter()
             .enumerate()
             .filter_map(|(i, c)| c.map(|h| (h, manifest.chunk_len(i) as u64)))
             .collect();

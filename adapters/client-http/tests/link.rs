@@ -131,10 +131,10 @@ fn every_agent_link_call_round_trips_through_http() {
         local.chunks(job.id, 0, &hashes).expect("local chunks")
     );
     let mut rebuilt = vec![0u8; s.data.len()];
-    for (i, c) in manifest.chunks().iter().enumerate() {
+    for (i, c) in manifest.chunks().enumerate() {
         if let Some(h) = c {
-            let pos = hashes.iter().position(|x| x == h).expect("fetched");
-            let bytes = decode_frame(&frames[pos], h).expect("verifies");
+            let pos = hashes.iter().position(|x| *x == h).expect("fetched");
+            let bytes = decode_frame(&frames[pos], &h).expect("verifies");
             let at = i * CHUNK_SIZE as usize;
             rebuilt[at..at + bytes.len()].copy_from_slice(&bytes);
         }
@@ -186,8 +186,7 @@ fn every_agent_link_call_round_trips_through_http() {
         .map(|h| {
             let i = captured
                 .chunks()
-                .iter()
-                .position(|c| c == &Some(*h))
+                .position(|c| c == Some(*h))
                 .expect("in manifest");
             (
                 *h,
@@ -424,7 +423,6 @@ fn fetch_all(l: &HttpAgentLink, job: JobId, data: &[u8]) {
     let cs = CHUNK_SIZE as usize;
     let entries: Vec<(usize, ChunkHash)> = manifest
         .chunks()
-        .iter()
         .enumerate()
         .filter_map(|(i, c)| c.map(|h| (i, h)))
         .collect();

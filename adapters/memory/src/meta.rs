@@ -354,7 +354,7 @@ impl MetadataStore for MemoryMetadataStore {
         let s = self.lock()?;
         Ok(s.versions
             .values()
-            .flat_map(|(_, m)| m.chunks().iter().flatten().copied())
+            .flat_map(|(_, m)| m.chunks().flatten())
             .collect())
     }
 

@@ -680,7 +680,7 @@ impl MetadataStore for DieselMetadataStore {
                 let page: Vec<(String, i64, Vec<u8>)> = q.load(c)?;
                 let full = page.len() as i64 == MANIFEST_PAGE;
                 for (image, number, bytes) in page {
-                    out.extend(manifest_of(&bytes)?.chunks().iter().flatten().copied());
+                    out.extend(manifest_of(&bytes)?.chunks().flatten());
                     after = Some((image, number));
                 }
                 if !full {

@@ -528,13 +528,7 @@ pub fn compaction_dictionary_outlives_every_frame_that_needs_it(s: &ServicesSubj
     let (_, manifest) = b
         .get_manifest(&p.alice, img.id, VersionRef::Number(v.number))
         .expect("manifest");
-    let first = manifest
-        .chunks()
-        .iter()
-        .flatten()
-        .next()
-        .copied()
-        .expect("data");
+    let first = manifest.chunks().flatten().next().expect("data");
     let dict =
         frame_dictionary(&s.0.chunks.get(&first).expect("frame")).expect("a dictionary frame");
     assert!(s.0.chunks.contains(&dict).expect("contains"));

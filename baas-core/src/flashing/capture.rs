@@ -80,9 +80,9 @@ pub fn capture(
     // The first position of each missing chunk: that is what gets read.
     let mut wanted: HashSet<ChunkHash> = missing.into_iter().collect();
     let mut positions = Vec::with_capacity(wanted.len());
-    for (i, c) in manifest.chunks().iter().enumerate() {
+    for (i, c) in manifest.chunks().enumerate() {
         if let Some(h) = c {
-            if wanted.remove(h) {
+            if wanted.remove(&h) {
                 positions.push(i);
             }
         }
@@ -97,12 +97,12 @@ pub fn capture(
     meter.start("upload", total);
 
     let level = opts.compression_level;
-    let chunk_list = manifest.chunks();
+    let chunk_list = &manifest;
     let encoder = || {
         let mut enc = FrameEncoder::new(level)?;
         Ok(move |i: usize, bytes: &[u8]| {
             let hash = ChunkHash::of(bytes);
-            if chunk_list[i] != Some(hash) {
+            if chunk_list.chunk(i) != Some(hash) {
                 return Err(Error::conflict(format!(
                     "the disk changed while it was captured (chunk {i} at byte {})",
                     layout.offset(i)

@@ -71,7 +71,7 @@ enum Local {
 }
 
 fn classify(manifest: &Manifest, index: usize, bytes: &[u8]) -> Local {
-    match manifest.chunks()[index] {
+    match manifest.chunk(index) {
         None if is_zero(bytes) => Local::Same,
         None => Local::Zero,
         Some(want) => {
@@ -533,7 +533,7 @@ impl Ctx<'_> {
         let ranges = runs(indices);
         let total: u64 = ranges.iter().map(|r| layout.bytes(r)).sum();
         meter.start("verify", total);
-        let mut hashes: Vec<Option<ChunkHash>> = self.manifest.chunks().to_vec();
+        let mut hashes: Vec<Option<ChunkHash>> = self.manifest.chunks().collect();
         let mut bad: Option<Range<usize>> = None;
         let mut done = 0u64;
         let new_worker = || {

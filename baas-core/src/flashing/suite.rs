@@ -730,7 +730,6 @@ pub fn corrupted_frame_is_refetched_never_written(s: &FlashSubject) {
     let manifest = w.link.manifest(job.id, 0).expect("manifest");
     let (victim, hash) = manifest
         .chunks()
-        .iter()
         .enumerate()
         .find_map(|(i, c)| c.map(|h| (i, h)))
         .expect("a data chunk");
@@ -754,8 +753,8 @@ pub fn corrupted_frame_is_refetched_never_written(s: &FlashSubject) {
     assert_eq!(e.kind(), ErrorKind::Internal);
     assert!(e.message().contains(&hash.to_string()), "{e}");
     let back = read_back(&*device, a.len() as u64);
-    for (i, c) in manifest.chunks().iter().enumerate() {
-        if *c == Some(hash) {
+    for (i, c) in manifest.chunks().enumerate() {
+        if c == Some(hash) {
             assert!(
                 is_zero(&back[i * CHUNK..(i + 1) * CHUNK]),
                 "chunk {i} (like {victim}) was written from a bad frame"
@@ -786,13 +785,7 @@ pub fn compacted_frames_bring_their_dictionary(s: &FlashSubject) {
     assert_eq!(report.dictionaries, 1, "{report:?}");
     let job = w.job(&[(&img, v.number, 0, false)]);
     let manifest = w.link.manifest(job.id, 0).expect("manifest");
-    let first = manifest
-        .chunks()
-        .iter()
-        .flatten()
-        .next()
-        .copied()
-        .expect("data");
+    let first = manifest.chunks().flatten().next().expect("data");
     let frame = w.link.chunks(job.id, 0, &[first]).expect("chunk").remove(0);
     let dict = crate::content::frame_dictionary(&frame).expect("a dictionary frame");
     assert_eq!(
@@ -1202,8 +1195,7 @@ pub fn run_job_failures_name_the_phase(s: &FlashSubject) {
     let manifest = w.link.manifest(job.id, 0).expect("manifest");
     let victim = manifest
         .chunks()
-        .iter()
-        .position(Option::is_some)
+        .position(|c| c.is_some())
         .expect("a data chunk");
     let liar: Arc<dyn BlockDevice> = Arc::new(LyingDevice {
         inner: (s.device)(a.len() as u64),

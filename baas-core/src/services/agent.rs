@@ -64,14 +64,7 @@ impl Baas {
             .meta
             .manifest(image, version)?
             .ok_or_else(|| Error::not_found(format!("version {version} of image {image}")))?;
-        let set = std::sync::Arc::new(
-            manifest
-                .chunks()
-                .iter()
-                .flatten()
-                .copied()
-                .collect::<HashSet<_>>(),
-        );
+        let set = std::sync::Arc::new(manifest.chunks().flatten().collect::<HashSet<_>>());
         if let Ok(mut cache) = self.chunk_sets.lock() {
             cache.retain(|(k, _)| *k != key);
             cache.insert(0, (key, set.clone()));

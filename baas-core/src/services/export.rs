@@ -51,7 +51,7 @@ impl VersionReader {
         if matches!(&self.current, Some((i, _)) if *i == index) {
             return Ok(());
         }
-        let data = match self.manifest.chunks()[index] {
+        let data = match self.manifest.chunk(index) {
             None => Vec::new(),
             Some(hash) => fetch(&*self.chunks, &self.decoder, &hash).map_err(io::Error::other)?,
         };
@@ -96,7 +96,7 @@ impl Read for VersionReader {
         let offset = (self.pos % cs) as usize;
         let len = self.manifest.chunk_len(index);
         let n = (len - offset).min(buf.len());
-        if self.manifest.chunks()[index].is_none() {
+        if self.manifest.chunk(index).is_none() {
             buf[..n].fill(0);
         } else {
             self.load(index)?;
@@ -157,7 +157,7 @@ impl Baas {
         hash: &ChunkHash,
     ) -> Result<Vec<u8>> {
         let (_, manifest) = self.get_manifest(actor, image, version)?;
-        if !manifest.chunks().iter().any(|c| c.as_ref() == Some(hash)) {
+        if !manifest.contains(hash) {
             return Err(crate::Error::not_found(format!(
                 "chunk {hash} in that version"
             )));

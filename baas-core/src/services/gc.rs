@@ -212,9 +212,9 @@ impl Baas {
                 let Some(m) = self.meta.manifest(image.id, v.number)? else {
                     continue;
                 };
-                for h in m.chunks().iter().flatten() {
-                    if referenced.contains(h) && seen.insert(*h) {
-                        group.insert(*h);
+                for h in m.chunks().flatten() {
+                    if referenced.contains(&h) && seen.insert(h) {
+                        group.insert(h);
                     }
                 }
             }

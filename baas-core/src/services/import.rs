@@ -441,7 +441,7 @@ impl Baas {
             .manifest
             .as_ref()
             .ok_or_else(|| Error::invalid("upload", "this upload is a stream, not chunk-level"))?;
-        if !manifest.chunks().contains(&Some(hash)) {
+        if !manifest.contains(&hash) {
             return Err(Error::invalid(
                 "hash",
                 format!("chunk {hash} is not in this upload's manifest"),
