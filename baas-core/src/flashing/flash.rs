@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use super::pipeline::{retry, runs, scan, Crew, Fault, Layout, Meter};
 use super::{FlashOptions, FlashReport, MAX_REFETCHES};
-use crate::content::{is_zero, ChunkHash, FrameDecoder, Manifest};
+use crate::content::{is_zero, ChunkHash, FrameDecoder, Manifest, ManifestBuilder};
 use crate::model::{JobId, Progress};
 use crate::ports::{AgentLink, BlockDevice};
 use crate::{Error, Result};
@@ -533,7 +533,10 @@ impl Ctx<'_> {
         let ranges = runs(indices);
         let total: u64 = ranges.iter().map(|r| layout.bytes(r)).sum();
         meter.start("verify", total);
-        let mut hashes: Vec<Option<ChunkHash>> = self.manifest.chunks().collect();
+        // Only what was read back is held: memory follows the written
+        // chunks, not the disk's size.
+        let mut reread: std::collections::HashMap<usize, ChunkHash> =
+            std::collections::HashMap::with_capacity(indices.len());
         let mut bad: Option<Range<usize>> = None;
         let mut done = 0u64;
         let new_worker = || {
@@ -566,7 +569,7 @@ impl Ctx<'_> {
                                 None => i..i + 1,
                             });
                         }
-                        hashes[i] = Some(h);
+                        reread.insert(i, h);
                     }
                 }
                 meter.set(done);
@@ -575,9 +578,12 @@ impl Ctx<'_> {
         )
         .map_err(|e| ("verify", e))?;
         meter.finish(done);
-        let root = Manifest::new(layout.size, self.manifest.chunk_size(), hashes)
-            .map_err(|e| ("verify", e))?
-            .root();
+        let mut found = ManifestBuilder::new(layout.size, self.manifest.chunk_size())
+            .map_err(|e| ("verify", e))?;
+        for (i, c) in self.manifest.chunks().enumerate() {
+            found.push(reread.get(&i).copied().or(c));
+        }
+        let root = found.finish().map_err(|e| ("verify", e))?.root();
         if root == self.manifest.root() && bad.is_none() {
             return Ok(());
         }
