@@ -599,13 +599,7 @@ fn compacted_frames_and_their_dictionary_travel_over_http() {
     let l = link(&lab.base(), &token);
     let job = l.next_job(5_000).expect("poll").expect("a job");
     let manifest = l.manifest(job.id, 0).expect("manifest");
-    let first = manifest
-        .chunks()
-        .iter()
-        .flatten()
-        .next()
-        .copied()
-        .expect("data");
+    let first = manifest.chunks().flatten().next().expect("data");
     let frame = l.chunks(job.id, 0, &[first]).expect("chunk").remove(0);
     let dict = baas_core::content::frame_dictionary(&frame).expect("a dictionary frame");
     assert_eq!(

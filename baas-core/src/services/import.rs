@@ -482,7 +482,7 @@ impl Baas {
             .manifest
             .as_ref()
             .ok_or_else(|| Error::invalid("upload", "this upload is a stream, not chunk-level"))?;
-        let wanted: HashSet<ChunkHash> = manifest.chunks().iter().flatten().copied().collect();
+        let wanted: HashSet<ChunkHash> = manifest.chunks().flatten().collect();
         for (hash, frame) in frames {
             if !wanted.contains(hash) {
                 return Err(Error::invalid(
