@@ -1117,6 +1117,7 @@ pub fn run_job_walks_the_lifecycle(s: &FlashSubject) {
             "queued",
             "provisioning",
             "running",
+            "session",
             "capturing",
             "capture",
             "succeeded"
