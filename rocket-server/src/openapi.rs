@@ -66,6 +66,8 @@ use crate::{api, compat};
         api::jobs::job_events,
         api::jobs::cancel_job,
         api::jobs::release_job,
+        api::jobs::place_job,
+        api::jobs::placement,
         api::boot::chain,
         api::boot::decide,
         api::boot::mos_file,

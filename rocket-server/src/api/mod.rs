@@ -68,6 +68,8 @@ pub fn routes() -> Vec<Route> {
         jobs::job_events,
         jobs::cancel_job,
         jobs::release_job,
+        jobs::place_job,
+        jobs::placement,
         admin::collect_garbage,
         admin::storage_usage,
         crate::openapi::openapi_json,
