@@ -429,6 +429,17 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
             }),
         ),
         (
+            "POST /api/v1/uploads/<id>/chunks",
+            [401, 404, 200, 404, 200, 404],
+            Box::new(|w| {
+                let (id, hash, frame) = w.fresh_upload();
+                let mut body = hash.0.to_vec();
+                body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+                body.extend_from_slice(&frame);
+                bytes(M::POST, format!("/api/v1/uploads/{id}/chunks"), body)
+            }),
+        ),
+        (
             "POST /api/v1/uploads/<id>/commit",
             [401, 404, 201, 404, 201, 404],
             Box::new(|w| {
