@@ -18,7 +18,8 @@ fn check(m: &Manifest) {
         m.chunks().len() as u64,
         chunk_count(m.size(), m.chunk_size())
     );
-    let again = Manifest::new(m.size(), m.chunk_size(), m.chunks().collect()).expect("re-validates");
+    let again =
+        Manifest::new(m.size(), m.chunk_size(), m.chunks().collect()).expect("re-validates");
     assert_eq!(again.encode(), enc);
 }
 
