@@ -148,6 +148,36 @@ enum Body<'a> {
     Binary(&'a [u8]),
 }
 
+/// Checks a server URL (`http://host[:port]` or https) and a bearer token
+/// as a caller typed them: the URL without a trailing slash and the token
+/// trimmed, or an `Invalid` error naming `url_field` or `token`.
+pub(crate) fn endpoint(base_url: &str, token: &str, url_field: &str) -> Result<(String, String)> {
+    let base = base_url.trim().trim_end_matches('/').to_string();
+    let rest = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"))
+        .ok_or_else(|| {
+            Error::invalid(
+                url_field,
+                format!("{base_url:?} is not an http:// or https:// URL"),
+            )
+        })?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(Error::invalid(
+            url_field,
+            format!("{base_url:?} has no host"),
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "token",
+            "must be a non-empty printable token",
+        ));
+    }
+    Ok((base, token.to_string()))
+}
+
 impl HttpAgentLink {
     /// A link to the server at `base_url` (`http://host:port`, or https) as
     /// the agent of the machine with `mac`, authenticated by `token`.
@@ -157,29 +187,7 @@ impl HttpAgentLink {
         token: &str,
         config: HttpLinkConfig,
     ) -> Result<HttpAgentLink> {
-        let base = base_url.trim().trim_end_matches('/').to_string();
-        let rest = base
-            .strip_prefix("http://")
-            .or_else(|| base.strip_prefix("https://"))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "server",
-                    format!("{base_url:?} is not an http:// or https:// URL"),
-                )
-            })?;
-        if rest.is_empty() || rest.contains(char::is_whitespace) {
-            return Err(Error::invalid(
-                "server",
-                format!("{base_url:?} has no host"),
-            ));
-        }
-        let token = token.trim();
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid(
-                "token",
-                "must be a non-empty printable token",
-            ));
-        }
+        let (base, token) = endpoint(base_url, token, "server")?;
         let http = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)

@@ -107,26 +107,7 @@ impl RestClient {
     /// A client of the server at `base_url` (`http://host:port`), as the
     /// user `token` authenticates.
     pub fn new(base_url: &str, token: &str, config: RestConfig) -> Result<RestClient> {
-        let base = base_url.trim().trim_end_matches('/').to_string();
-        let rest = base
-            .strip_prefix("http://")
-            .or_else(|| base.strip_prefix("https://"))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "url",
-                    format!("{base_url:?} is not an http:// or https:// URL"),
-                )
-            })?;
-        if rest.is_empty() || rest.contains(char::is_whitespace) {
-            return Err(Error::invalid("url", format!("{base_url:?} has no host")));
-        }
-        let token = token.trim();
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid(
-                "token",
-                "must be a non-empty printable token",
-            ));
-        }
+        let (base, token) = crate::endpoint(base_url, token, "url")?;
         let http = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
