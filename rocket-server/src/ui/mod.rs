@@ -43,22 +43,13 @@ pub fn mount(rocket: Rocket<Build>) -> Rocket<Build> {
 
 /// A fresh secret key for the session cookies' encryption (from the
 /// operating system). Sessions therefore end when the server restarts.
+/// Without operating-system randomness the server cannot make secrets at
+/// all (tokens come from the same source, see `OsEntropy`), so it stops
+/// here rather than sign cookies with a guessable key.
 pub fn secret_key() -> rocket::config::SecretKey {
     let mut key = [0u8; 64];
-    if getrandom::fill(&mut key).is_ok() {
-        return rocket::config::SecretKey::from(&key);
-    }
-    if let Some(key) = rocket::config::SecretKey::generate() {
-        return key;
-    }
-    // No randomness at all: derive a key from the clock and the process,
-    // unguessable enough to tell sessions of two runs apart, and say so.
-    tracing::error!("no operating-system randomness: web sessions use a weak key");
-    let seed = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
-    let mut xof = blake3::Hasher::new_derive_key("baas ui session key fallback")
-        .update(seed.as_bytes())
-        .finalize_xof();
-    xof.fill(&mut key);
+    getrandom::fill(&mut key)
+        .expect("the operating system's random number generator failed: no key for web sessions");
     rocket::config::SecretKey::from(&key)
 }
 
