@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod content;
+pub mod delta;
 pub mod error;
 pub mod flashing;
 pub mod model;

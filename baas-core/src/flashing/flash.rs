@@ -8,19 +8,28 @@
 //!  read + hash                 in order: zero runs,   AgentLink::chunks      decode, verify,
 //!                              batch what differs     with retries          refetch, write
 //! ```
+//! A differing chunk whose place on the disk holds data goes in a delta
+//! batch instead (`AgentLink::chunk_deltas`, with the block hashes the scan
+//! computed); the writer rebuilds it from the disk's bytes and checks its
+//! hash, and fetches the whole frame when that fails. Asking costs 4 bytes
+//! a block and a decompression on the server, so a flash whose deltas keep
+//! losing to whole frames (the disk held unrelated data) stops asking,
+//! except for one chunk in [`PROBE_EVERY`], until they win again.
+//!
 //! Every channel is bounded, so at most a few MiB are in flight. The
 //! calling thread only coordinates (and so is the one that reports
 //! progress); the first failure anywhere stops every stage.
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use super::pipeline::{retry, runs, scan, Crew, Fault, Layout, Meter};
 use super::{FlashOptions, FlashReport, MAX_REFETCHES};
 use crate::content::{is_zero, ChunkHash, FrameDecoder, Manifest, ManifestBuilder};
+use crate::delta::{apply_delta, worth_asking, BlockHashes, DeltaReply, DeltaWant};
 use crate::model::{JobId, Progress};
 use crate::ports::{AgentLink, BlockDevice};
 use crate::{Error, Result};
@@ -28,6 +37,37 @@ use crate::{Error, Result};
 /// Threads that call [`AgentLink::chunks`] at once: two keep the link busy
 /// while the writers work through the previous batch.
 const FETCHERS: usize = 2;
+
+/// While deltas lose, still ask for one chunk in this many.
+const PROBE_EVERY: usize = 16;
+
+/// How often deltas have won lately: an exponential moving average of
+/// "the server sent a delta rather than the frame", in 1/1024ths.
+#[derive(Debug)]
+struct DeltaGauge(AtomicU32);
+
+impl DeltaGauge {
+    const ONE: u32 = 1024;
+    /// Below this (1/16) asking is not worth the server's work.
+    const WORTH: u32 = Self::ONE / 16;
+
+    fn new() -> DeltaGauge {
+        DeltaGauge(AtomicU32::new(Self::ONE))
+    }
+
+    fn record(&self, won: bool) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v - v / 16 + if won { Self::ONE / 16 } else { 0 })
+            });
+    }
+
+    /// Whether to ask for chunk `index` as a delta.
+    fn asking(&self, index: usize) -> bool {
+        self.0.load(Ordering::Relaxed) >= Self::WORTH || index % PROBE_EVERY == 0
+    }
+}
 
 /// A failure and the phase it happened in (`flash` or `verify`).
 #[derive(Debug)]
@@ -60,7 +100,7 @@ pub fn flash(
 }
 
 /// How each chunk of the device compares with the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Local {
     /// Already what the image holds.
     Same,
@@ -68,9 +108,12 @@ enum Local {
     Zero,
     /// Differs: fetch the image's chunk.
     Fetch,
+    /// Differs, and the device holds data there: ask for a delta against
+    /// these block hashes of it.
+    Patch(BlockHashes),
 }
 
-fn classify(manifest: &Manifest, index: usize, bytes: &[u8]) -> Local {
+fn classify(manifest: &Manifest, index: usize, bytes: &[u8], deltas: Option<&DeltaGauge>) -> Local {
     match manifest.chunk(index) {
         None if is_zero(bytes) => Local::Same,
         None => Local::Zero,
@@ -84,6 +127,8 @@ fn classify(manifest: &Manifest, index: usize, bytes: &[u8]) -> Local {
             };
             if have == want {
                 Local::Same
+            } else if deltas.is_some_and(|g| g.asking(index)) && worth_asking(bytes) {
+                Local::Patch(BlockHashes::of(bytes))
             } else {
                 Local::Fetch
             }
@@ -91,14 +136,26 @@ fn classify(manifest: &Manifest, index: usize, bytes: &[u8]) -> Local {
     }
 }
 
-/// Chunks to fetch in one call: distinct hashes, each with every position
-/// that holds it.
-type Batch = Vec<(ChunkHash, Vec<usize>)>;
+/// Chunks to fetch in one call.
+enum Batch {
+    /// Whole frames: distinct hashes, each with every position that holds
+    /// it.
+    Frames(Vec<(ChunkHash, Vec<usize>)>),
+    /// Deltas: one per position, against the device's bytes there.
+    Deltas(Vec<(DeltaWant, usize)>),
+}
 
-/// A fetched frame and the positions to write it to.
+/// What arrived for a chunk.
+enum Payload {
+    Frame(Vec<u8>),
+    /// A delta against the device's bytes at the (one) position.
+    Delta(Vec<u8>),
+}
+
+/// A fetched frame or delta and the positions to write it to.
 struct Fetched {
     hash: ChunkHash,
-    frame: Vec<u8>,
+    payload: Payload,
     positions: Vec<usize>,
 }
 
@@ -111,6 +168,9 @@ struct Counters {
     /// Positions written from fetched frames, and their bytes.
     written: AtomicU64,
     written_bytes: AtomicU64,
+    /// Positions written from deltas, and the bytes asking for them took.
+    deltas: AtomicU64,
+    delta_request_bytes: AtomicU64,
 }
 
 /// What the compare stage found and did, in chunk order.
@@ -121,8 +181,9 @@ struct Plan {
     /// Bytes of the chunks that are being fetched.
     fetch_bytes: u64,
     compared_bytes: u64,
-    batch: Batch,
+    batch: Vec<(ChunkHash, Vec<usize>)>,
     batch_index: HashMap<ChunkHash, usize>,
+    deltas: Vec<(DeltaWant, usize)>,
     zero_run: Option<Range<usize>>,
 }
 
@@ -178,6 +239,7 @@ pub(crate) fn flash_in_phases(
         counters: &counters,
         fault: Fault::default(),
         decoder: FrameDecoder::new(),
+        gauge: DeltaGauge::new(),
     };
     let (plan, written) = ctx.write(&mut meter)?;
 
@@ -207,6 +269,8 @@ pub(crate) fn flash_in_phases(
         zeroed,
         root: manifest.root(),
         frames: counters.frames.load(Ordering::Relaxed),
+        deltas: counters.deltas.load(Ordering::Relaxed),
+        delta_request_bytes: counters.delta_request_bytes.load(Ordering::Relaxed),
         refetched: counters.refetched.load(Ordering::Relaxed),
         retries: counters.retries.load(Ordering::Relaxed),
         tail_zeroed,
@@ -227,6 +291,8 @@ struct Ctx<'a> {
     fault: Fault,
     /// Keeps the dictionaries of compacted frames, fetched once each.
     decoder: FrameDecoder,
+    /// Whether deltas have been worth asking for lately.
+    gauge: DeltaGauge,
 }
 
 impl Ctx<'_> {
@@ -321,6 +387,7 @@ impl Ctx<'_> {
             compared_bytes: 0,
             batch: Vec::new(),
             batch_index: HashMap::new(),
+            deltas: Vec::new(),
             zero_run: None,
         };
         let send = |plan: &mut Plan| -> Result<()> {
@@ -329,11 +396,20 @@ impl Ctx<'_> {
             }
             plan.batch_index.clear();
             batches
-                .send(std::mem::take(&mut plan.batch))
+                .send(Batch::Frames(std::mem::take(&mut plan.batch)))
+                .map_err(|_| Error::internal("the fetchers stopped"))
+        };
+        let send_deltas = |plan: &mut Plan| -> Result<()> {
+            if plan.deltas.is_empty() {
+                return Ok(());
+            }
+            batches
+                .send(Batch::Deltas(std::mem::take(&mut plan.deltas)))
                 .map_err(|_| Error::internal("the fetchers stopped"))
         };
         let manifest = self.manifest;
-        let new_worker = || Ok(|i: usize, bytes: &[u8]| Ok(classify(manifest, i, bytes)));
+        let gauge = self.opts.deltas.then_some(&self.gauge);
+        let new_worker = || Ok(|i: usize, bytes: &[u8]| Ok(classify(manifest, i, bytes, gauge)));
         scan(
             device,
             layout,
@@ -359,6 +435,14 @@ impl Ctx<'_> {
                             Some(run) => run.end = i + 1,
                             None => plan.zero_run = Some(i..i + 1),
                         },
+                        Local::Patch(blocks) => {
+                            plan.fetch_bytes += layout.len(i) as u64;
+                            let hash = manifest.chunk_hash(i);
+                            plan.deltas.push((DeltaWant { hash, blocks }, i));
+                            if plan.deltas.len() >= batch_size {
+                                send_deltas(&mut plan)?;
+                            }
+                        }
                         Local::Fetch => {
                             let hash = manifest.chunk_hash(i);
                             plan.fetch_bytes += layout.len(i) as u64;
@@ -382,6 +466,7 @@ impl Ctx<'_> {
         )?;
         plan.flush_zero_run(device, layout)?;
         send(&mut plan)?;
+        send_deltas(&mut plan)?;
         meter.finish(plan.compared_bytes);
         Ok(plan)
     }
@@ -398,18 +483,49 @@ impl Ctx<'_> {
             if self.fault.is_set() {
                 return;
             }
-            let hashes: Vec<ChunkHash> = batch.iter().map(|(h, _)| *h).collect();
-            let got = self.fetch(&hashes);
-            let got = match got {
-                Ok(got) => got,
-                Err(e) => return self.fault.set("flash", e),
+            let items: Vec<Fetched> = match batch {
+                Batch::Frames(batch) => {
+                    let hashes: Vec<ChunkHash> = batch.iter().map(|(h, _)| *h).collect();
+                    let got = match self.fetch(&hashes) {
+                        Ok(got) => got,
+                        Err(e) => return self.fault.set("flash", e),
+                    };
+                    batch
+                        .into_iter()
+                        .zip(got)
+                        .map(|((hash, positions), frame)| Fetched {
+                            hash,
+                            payload: Payload::Frame(frame),
+                            positions,
+                        })
+                        .collect()
+                }
+                Batch::Deltas(batch) => {
+                    let (wants, positions): (Vec<DeltaWant>, Vec<usize>) =
+                        batch.into_iter().unzip();
+                    let got = match self.fetch_deltas(&wants) {
+                        Ok(got) => got,
+                        Err(e) => return self.fault.set("flash", e),
+                    };
+                    wants
+                        .into_iter()
+                        .zip(positions)
+                        .zip(got)
+                        .map(|((want, at), reply)| {
+                            self.gauge.record(matches!(reply, DeltaReply::Delta(_)));
+                            Fetched {
+                                hash: want.hash,
+                                payload: match reply {
+                                    DeltaReply::Frame(f) => Payload::Frame(f),
+                                    DeltaReply::Delta(d) => Payload::Delta(d),
+                                },
+                                positions: vec![at],
+                            }
+                        })
+                        .collect()
+                }
             };
-            for ((hash, positions), frame) in batch.into_iter().zip(got) {
-                let item = Fetched {
-                    hash,
-                    frame,
-                    positions,
-                };
+            for item in items {
                 if frames.send(item).is_err() {
                     return;
                 }
@@ -437,6 +553,28 @@ impl Ctx<'_> {
             .fetched_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
         Ok(frames)
+    }
+
+    /// One `chunk_deltas` call with retries; counts what crossed.
+    fn fetch_deltas(&self, wants: &[DeltaWant]) -> Result<Vec<DeltaReply>> {
+        let replies = retry(self.opts, &self.counters.retries, "fetching deltas", || {
+            self.link.chunk_deltas(self.job, self.entry, wants)
+        })?;
+        if replies.len() != wants.len() {
+            return Err(Error::internal(format!(
+                "asked the server for {} chunks and got {}",
+                wants.len(),
+                replies.len()
+            )));
+        }
+        let bytes: usize = replies.iter().map(DeltaReply::len).sum();
+        let asked: usize = wants.iter().map(|w| 34 + 4 * w.blocks.len()).sum();
+        let c = self.counters;
+        c.frames.fetch_add(replies.len() as u64, Ordering::Relaxed);
+        c.fetched_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        c.delta_request_bytes
+            .fetch_add(asked as u64, Ordering::Relaxed);
+        Ok(replies)
     }
 
     /// The stored frame of dictionary `dictionary`, which the frame of
@@ -472,10 +610,36 @@ impl Ctx<'_> {
     fn write_one(&self, item: Fetched, written: &mut Vec<usize>) -> Result<()> {
         let Fetched {
             hash,
-            mut frame,
+            payload,
             positions,
         } = item;
         let mut refetches = 0;
+        let mut frame = match payload {
+            Payload::Frame(frame) => frame,
+            Payload::Delta(delta) => {
+                let &[at] = positions.as_slice() else {
+                    return Err(Error::internal("a delta for several positions"));
+                };
+                let mut local = vec![0u8; self.layout.len(at)];
+                self.device.read_at(self.layout.offset(at), &mut local)?;
+                match apply_delta(&delta, &local, &hash) {
+                    Ok(data) => {
+                        self.write_data(&hash, &data, positions, written)?;
+                        self.counters.deltas.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    // A wrong delta (or a short hash that collided) costs
+                    // the whole frame, never a wrong disk.
+                    Err(_) => {
+                        refetches += 1;
+                        self.counters.refetched.fetch_add(1, Ordering::Relaxed);
+                        self.fetch(std::slice::from_ref(&hash))?
+                            .pop()
+                            .ok_or_else(|| Error::internal("the server sent no frame"))?
+                    }
+                }
+            }
+        };
         let data = loop {
             let decoded = self
                 .decoder
@@ -503,7 +667,17 @@ impl Ctx<'_> {
             }
         };
         let (bytes, start) = data;
-        let data = &bytes[start..];
+        self.write_data(&hash, &bytes[start..], positions, written)
+    }
+
+    /// Writes a verified chunk's bytes at `positions`.
+    fn write_data(
+        &self,
+        hash: &ChunkHash,
+        data: &[u8],
+        positions: Vec<usize>,
+        written: &mut Vec<usize>,
+    ) -> Result<()> {
         for i in positions {
             let len = self.layout.len(i);
             if data.len() != len {

@@ -9,6 +9,10 @@
 //! chunk by chunk at the manifest's fixed offsets, and touches only what
 //! differs: a data chunk whose bytes hash differently is fetched (in
 //! batches, [`AgentLink::chunks`]), verified ([`decode_frame`]) and written;
+//! when the disk holds data at a differing chunk's place, the chunk is
+//! asked for as a delta against it ([`AgentLink::chunk_deltas`]), so only
+//! its changed 4 KiB blocks cross the link, and the result is checked
+//! against the chunk's hash like a frame;
 //! a hole whose bytes are not already zero is zeroed with
 //! [`BlockDevice::zero_range`] (contiguous runs in one call), never by
 //! sending zeros. Reading and hashing, fetching, decoding and writing run at
@@ -61,7 +65,8 @@ use crate::{
 };
 
 /// How often a frame that fails verification is fetched again before the
-/// flash gives up on it.
+/// flash gives up on it (a delta that fails is replaced by the whole frame,
+/// which counts as the first of these).
 pub const MAX_REFETCHES: u32 = 3;
 
 /// Tunables of [`flash`], [`capture`] and [`run_job`].
@@ -89,6 +94,10 @@ pub struct FlashOptions {
     /// Least time between two progress reports of one phase (the first and
     /// last report of each phase always go out).
     pub progress_interval: Duration,
+    /// Ask for a differing chunk as a delta against the disk's bytes at its
+    /// place when they are not all zero ([`AgentLink::chunk_deltas`],
+    /// `crate::delta`), instead of always fetching its whole frame.
+    pub deltas: bool,
 }
 
 impl Default for FlashOptions {
@@ -102,6 +111,7 @@ impl Default for FlashOptions {
             retries: 8,
             retry_delay: Duration::from_millis(200),
             progress_interval: Duration::from_millis(250),
+            deltas: true,
         }
     }
 }
@@ -134,9 +144,14 @@ pub struct FlashReport {
     pub zeroed: u64,
     /// The image's root hash (checked against the device when verifying).
     pub root: ChunkHash,
-    /// Frames received over the link: fewer than `fetched` when chunks of
-    /// one batch share content, more when some were fetched again.
+    /// Frames and deltas received over the link: fewer than `fetched` when
+    /// chunks of one batch share content, more when some were fetched
+    /// again.
     pub frames: u64,
+    /// Chunks written from deltas (`crate::delta`), of `fetched`.
+    pub deltas: u64,
+    /// Bytes of block hashes sent to ask for deltas.
+    pub delta_request_bytes: u64,
     /// Frames fetched again because they failed verification.
     pub refetched: u64,
     /// Link calls retried after a retryable error.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::{capture, flash, run_job, FlashOptions};
 use crate::content::{is_zero, ChunkHash, Manifest, CHUNK_SIZE};
+use crate::delta::{DeltaReply, DeltaWant, DELTA_BLOCK};
 use crate::model::*;
 use crate::ports::{AgentLink, BlockDevice};
 use crate::services::*;
@@ -317,6 +318,8 @@ struct Faults {
     fatal_from: Option<u64>,
     /// These `upload_chunks` calls fail with `Unavailable`.
     upload_unavailable: Range<u64>,
+    /// Corrupt every delta (not frames) of `chunk_deltas` answers.
+    corrupt_deltas: bool,
 }
 
 /// The real in-process link, with faults injected and what crossed it
@@ -332,6 +335,8 @@ struct TestLink {
     served_bytes: AtomicU64,
     /// Frames the agent uploaded.
     uploaded: AtomicU64,
+    /// Deltas (rather than frames) among what was served.
+    deltas: AtomicU64,
 }
 
 impl TestLink {
@@ -344,6 +349,7 @@ impl TestLink {
             served: AtomicU64::new(0),
             served_bytes: AtomicU64::new(0),
             uploaded: AtomicU64::new(0),
+            deltas: AtomicU64::new(0),
         }
     }
 }
@@ -389,6 +395,41 @@ impl AgentLink for TestLink {
             Ordering::SeqCst,
         );
         Ok(frames)
+    }
+    fn chunk_deltas(
+        &self,
+        job: JobId,
+        entry: usize,
+        wants: &[DeltaWant],
+    ) -> Result<Vec<DeltaReply>> {
+        let n = self.chunk_calls.fetch_add(1, Ordering::SeqCst);
+        if self.faults.fatal_from.is_some_and(|f| n >= f) {
+            return Err(Error::internal("the agent was killed"));
+        }
+        if self.faults.unavailable.contains(&n) {
+            return Err(Error::unavailable("the server is restarting"));
+        }
+        let mut replies = self.inner.chunk_deltas(job, entry, wants)?;
+        for (i, (w, r)) in wants.iter().zip(replies.iter_mut()).enumerate() {
+            let is_delta = matches!(r, DeltaReply::Delta(_));
+            let (DeltaReply::Frame(b) | DeltaReply::Delta(b)) = r;
+            if (i == 0 && self.faults.corrupt.contains(&n))
+                || self.faults.always_corrupt == Some(w.hash)
+                || (is_delta && self.faults.corrupt_deltas)
+            {
+                flip(b);
+            }
+            if is_delta {
+                self.deltas.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        self.served
+            .fetch_add(replies.len() as u64, Ordering::SeqCst);
+        self.served_bytes.fetch_add(
+            replies.iter().map(|r| r.len() as u64).sum(),
+            Ordering::SeqCst,
+        );
+        Ok(replies)
     }
     fn begin_capture(
         &self,
@@ -597,6 +638,104 @@ pub fn full_flash_then_deltas(s: &FlashSubject) {
     assert_eq!((r.fetched, r.zeroed, r.unchanged), (0, 0, chunks));
     assert_eq!(link.served_bytes.load(Ordering::SeqCst), served);
     assert_eq!(read_back(&*device, size as u64), c);
+}
+
+/// A (disk-like data), C = A with 2% of its 4 KiB blocks rewritten at
+/// scattered places (every data chunk touched): over a disk holding A,
+/// the chunks that differ cross as deltas of their changed blocks, several
+/// times fewer bytes than whole frames (measured in the same case); B =
+/// A with a contiguous run rewritten gets whole frames, having asked for
+/// no more than the block hashes; deltas corrupted in transit are
+/// replaced by whole frames and the disk still ends right.
+pub fn scattered_blocks_cross_as_deltas(s: &FlashSubject) {
+    let w = world(s);
+    let size = 4 << 20;
+    let a = disk_image(21, size);
+    let mut c = a.clone();
+    let mut rng = Rng::new(22);
+    let blocks = size / DELTA_BLOCK;
+    let mut changed = std::collections::BTreeSet::new();
+    while changed.len() < blocks / 50 {
+        changed.insert(rng.below(blocks as u64) as usize);
+    }
+    for b in &changed {
+        rng.fill(&mut c[b * DELTA_BLOCK..(b + 1) * DELTA_BLOCK]);
+    }
+    let mut b = a.clone();
+    Rng::new(23).fill(&mut b[CHUNK..5 * CHUNK]);
+    let img = w.image(size as u64);
+    let (va, vb, vc) = (w.import(&img, &a), w.import(&img, &b), w.import(&img, &c));
+    let job = w.job(&[
+        (&img, va.number, 0, false),
+        (&img, vc.number, 0, false),
+        (&img, vb.number, 0, false),
+    ]);
+    let opts = test_options();
+    let on_a = || {
+        let d = (s.device)(size as u64);
+        d.write_at(0, &a).expect("write A");
+        d
+    };
+
+    // C, the whole-frame way and the delta way.
+    let device = on_a();
+    let whole = TestLink::new(&w.link, Faults::default());
+    let no_deltas = FlashOptions {
+        deltas: false,
+        ..opts.clone()
+    };
+    let r = flash(&*device, &whole, job.id, 1, &no_deltas, &mut no_progress()).expect("C whole");
+    assert_eq!(read_back(&*device, size as u64), c);
+    assert_eq!((r.deltas, r.delta_request_bytes), (0, 0));
+    let whole_bytes = whole.served_bytes.load(Ordering::SeqCst);
+
+    let device = on_a();
+    let link = TestLink::new(&w.link, Faults::default());
+    let r = flash(&*device, &link, job.id, 1, &opts, &mut no_progress()).expect("C deltas");
+    assert_eq!(read_back(&*device, size as u64), c);
+    assert_eq!(r.root, vc.root);
+    let (want, _) = chunk_delta(&a, &c);
+    assert_eq!(r.fetched, want);
+    assert!(r.deltas > want / 2, "{} of {want} as deltas", r.deltas);
+    assert_eq!(r.deltas, link.deltas.load(Ordering::SeqCst));
+    assert_eq!(r.refetched, 0);
+    let delta_bytes = link.served_bytes.load(Ordering::SeqCst);
+    assert_eq!(r.fetched_bytes, delta_bytes);
+    // Both directions: what came back plus the block hashes sent.
+    let wire = delta_bytes + r.delta_request_bytes;
+    assert!(
+        wire * 3 < whole_bytes,
+        "deltas {delta_bytes} + {} asked, whole frames {whole_bytes}",
+        r.delta_request_bytes
+    );
+    assert!(
+        delta_bytes <= (changed.len() * (DELTA_BLOCK + 64)) as u64,
+        "{delta_bytes} for {} changed blocks",
+        changed.len()
+    );
+
+    // B: contiguous new data; no delta wins, little asked.
+    let device = on_a();
+    let link = TestLink::new(&w.link, Faults::default());
+    let r = flash(&*device, &link, job.id, 2, &opts, &mut no_progress()).expect("B");
+    assert_eq!(read_back(&*device, size as u64), b);
+    assert_eq!(r.deltas, 0);
+    assert!(r.delta_request_bytes <= r.fetched * (34 + 4 * 16), "{r:?}");
+
+    // Deltas corrupted in transit: whole frames instead, the disk right.
+    let device = on_a();
+    let link = TestLink::new(
+        &w.link,
+        Faults {
+            corrupt_deltas: true,
+            ..Faults::default()
+        },
+    );
+    let r = flash(&*device, &link, job.id, 1, &opts, &mut no_progress()).expect("C, bad deltas");
+    assert_eq!(read_back(&*device, size as u64), c);
+    assert_eq!(r.deltas, 0);
+    assert_eq!(r.refetched, link.deltas.load(Ordering::SeqCst));
+    assert!(r.refetched > 0);
 }
 
 /// Holes of the image over a device full of old data are zeroed without a
@@ -1255,7 +1394,8 @@ macro_rules! flashing_conformance {
             unavailable_server_mid_fetch_resumes, crash_mid_flash_converges,
             capture_of_a_modified_disk, capture_of_an_unchanged_disk_uploads_nothing,
             run_job_walks_the_lifecycle, run_job_without_capture_succeeds,
-            run_job_failures_name_the_phase, compacted_frames_bring_their_dictionary);
+            run_job_failures_name_the_phase, compacted_frames_bring_their_dictionary,
+            scattered_blocks_cross_as_deltas);
     };
 }
 

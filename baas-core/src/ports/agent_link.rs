@@ -4,6 +4,7 @@
 //! in-process over the same services (tests, embedded use).
 
 use crate::content::{ChunkHash, Manifest};
+use crate::delta::{DeltaReply, DeltaWant};
 use crate::model::*;
 use crate::Result;
 
@@ -31,6 +32,25 @@ pub trait AgentLink: Send + Sync + std::fmt::Debug {
     /// (`content::frame_dictionary`). The caller verifies each frame
     /// against its hash.
     fn chunks(&self, job: JobId, entry: usize, hashes: &[ChunkHash]) -> Result<Vec<Vec<u8>>>;
+
+    /// For each wanted chunk of entry `entry`'s manifest (at most
+    /// [`MAX_CHUNKS_PER_CALL`]), in order: a delta against the local
+    /// content whose block hashes it gives, or the stored frame when a
+    /// delta would not be smaller (`crate::delta`). The caller verifies
+    /// each result against its hash. By default, every chunk as its frame.
+    fn chunk_deltas(
+        &self,
+        job: JobId,
+        entry: usize,
+        wants: &[DeltaWant],
+    ) -> Result<Vec<DeltaReply>> {
+        let hashes: Vec<ChunkHash> = wants.iter().map(|w| w.hash).collect();
+        Ok(self
+            .chunks(job, entry, &hashes)?
+            .into_iter()
+            .map(DeltaReply::Frame)
+            .collect())
+    }
 
     /// Starts capturing the disk of entry `entry` of `job` as a new version
     /// of its image: returns the upload and the chunks the server lacks.

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use super::{Actor, Baas, ImportOptions};
 use crate::content::{ChunkHash, Manifest, CHUNK_SIZE};
+use crate::delta::{DeltaReply, DeltaWant};
 use crate::model::*;
 use crate::ports::{AgentLink, UploadSession, MAX_CHUNKS_PER_CALL};
 use crate::{Error, Result};
@@ -19,6 +20,9 @@ const CHUNK_READERS: usize = 8;
 
 /// Fewest chunks worth a reader thread of their own.
 const CHUNK_READERS_MIN_SHARE: usize = 8;
+
+/// zstd level of the blocks a delta sends (a few KiB each: cheap).
+const DELTA_LEVEL: i32 = 3;
 
 impl Baas {
     /// The active job `job` of the caller's machine and its entry `entry`.
@@ -138,6 +142,83 @@ impl Baas {
                 frames.extend(got);
             }
             Ok(frames)
+        })
+    }
+
+    /// Chunks of entry `entry`'s version as deltas against the agent's
+    /// local content (`crate::delta`): for each wanted chunk, in order, a
+    /// delta when it saves bytes against the stored frame, else the frame.
+    /// Every hash must be in the manifest, and each want must give one
+    /// block hash per 4 KiB block of its chunk.
+    pub fn agent_chunk_deltas(
+        &self,
+        actor: &Actor,
+        job: JobId,
+        entry: usize,
+        wants: &[DeltaWant],
+    ) -> Result<Vec<DeltaReply>> {
+        if wants.len() > MAX_CHUNKS_PER_CALL {
+            return Err(Error::too_large(format!(
+                "at most {MAX_CHUNKS_PER_CALL} chunks per call"
+            )));
+        }
+        let (_, e) = self.agent_entry(actor, job, entry)?;
+        let known = self.chunk_set(e.image, e.version)?;
+        if let Some(w) = wants.iter().find(|w| !known.contains(&w.hash)) {
+            return Err(Error::not_found(format!(
+                "chunk {} in entry {entry} of job {job}",
+                w.hash
+            )));
+        }
+        let decoder = crate::content::FrameDecoder::new();
+        let answer = |w: &DeltaWant| -> Result<DeltaReply> {
+            fn missing(h: ChunkHash) -> impl Fn(Error) -> Error {
+                move |e: Error| match e.kind() {
+                    crate::ErrorKind::NotFound => Error::internal(format!(
+                        "chunk {h} of a committed version is missing from the store"
+                    )),
+                    _ => e,
+                }
+            }
+            let frame = self.chunks.get(&w.hash).map_err(missing(w.hash))?;
+            let new =
+                decoder.decode(&frame, &w.hash, |d| self.chunks.get(d).map_err(missing(*d)))?;
+            if w.blocks.len() != crate::delta::blocks_of(new.len()) {
+                return Err(Error::invalid(
+                    "blocks",
+                    format!(
+                        "chunk {} has {} blocks of 4 KiB, not {}",
+                        w.hash,
+                        crate::delta::blocks_of(new.len()),
+                        w.blocks.len()
+                    ),
+                ));
+            }
+            let delta = crate::delta::encode_delta(&new, &w.blocks, DELTA_LEVEL)?;
+            Ok(crate::delta::choose(frame, delta))
+        };
+        // Decoding and compressing cost CPU: spread a batch over threads.
+        let per = wants
+            .len()
+            .div_ceil(CHUNK_READERS)
+            .max(CHUNK_READERS_MIN_SHARE);
+        if wants.len() <= per {
+            return wants.iter().map(answer).collect();
+        }
+        std::thread::scope(|s| {
+            let answer = &answer;
+            let parts: Vec<_> = wants
+                .chunks(per)
+                .map(|part| s.spawn(move || part.iter().map(answer).collect::<Result<Vec<_>>>()))
+                .collect();
+            let mut out = Vec::with_capacity(wants.len());
+            for part in parts {
+                let got = part
+                    .join()
+                    .map_err(|_| Error::internal("a delta worker panicked"))??;
+                out.extend(got);
+            }
+            Ok(out)
         })
     }
 
@@ -273,6 +354,15 @@ impl AgentLink for LocalAgentLink {
 
     fn chunks(&self, job: JobId, entry: usize, hashes: &[ChunkHash]) -> Result<Vec<Vec<u8>>> {
         self.baas.agent_chunks(&self.actor, job, entry, hashes)
+    }
+
+    fn chunk_deltas(
+        &self,
+        job: JobId,
+        entry: usize,
+        wants: &[DeltaWant],
+    ) -> Result<Vec<DeltaReply>> {
+        self.baas.agent_chunk_deltas(&self.actor, job, entry, wants)
     }
 
     fn begin_capture(
