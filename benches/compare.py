@@ -612,7 +612,12 @@ def server_side(lab, work, a):
         return float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))
 
     res["rps_nginx"] = rps(f"http://127.0.0.1:{lab.nport}/small.json")
-    res["rps_baas"] = rps("-H", f"Authorization: Bearer {tok}", f"{lab.base}/api/v1/agent/next-job?wait_ms=0")
+    hot = f"{lab.base}/api/v1/agent/machines/{mid}/next-job?wait_ms=0"
+    code = sh("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {tok}",
+              hot, capture=True).stdout
+    if code != "200":
+        raise SystemExit(f"the agent hot path answered {code}, not 200")
+    res["rps_baas"] = rps("-H", f"Authorization: Bearer {tok}", hot)
     return res
 
 
