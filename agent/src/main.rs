@@ -65,6 +65,10 @@ struct RunArgs {
     /// Chunks per fetch or upload call (1 to 256).
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Always fetch a differing chunk whole, never as a delta against the
+    /// disk's bytes at its place (for comparisons).
+    #[arg(long)]
+    no_deltas: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +158,7 @@ fn main() -> anyhow::Result<()> {
     let flash = FlashOptions {
         workers: cli.run.workers.unwrap_or(FlashOptions::default().workers),
         fetch_batch: cli.run.batch,
+        deltas: !cli.run.no_deltas,
         ..FlashOptions::default()
     };
     let reboot = (!cli.run.no_reboot).then(|| {
@@ -188,6 +193,8 @@ fn main() -> anyhow::Result<()> {
         bytes_sent = s.bytes_sent,
         frame_bytes_received = s.frame_bytes_received,
         frame_bytes_sent = s.frame_bytes_sent,
+        fetch_request_bytes = s.fetch_request_bytes,
+        deltas_received = s.deltas_received,
         "link totals"
     );
     shipper.flush(Duration::from_secs(5));

@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use baas_core::content::{ChunkHash, Manifest};
+use baas_core::delta::{DeltaReply, DeltaWant};
 use baas_core::model::*;
 use baas_core::ports::AgentLink;
 use baas_core::Result;
@@ -95,6 +96,15 @@ impl AgentLink for Reporting {
 
     fn chunks(&self, job: JobId, entry: usize, hashes: &[ChunkHash]) -> Result<Vec<Vec<u8>>> {
         self.inner.chunks(job, entry, hashes)
+    }
+
+    fn chunk_deltas(
+        &self,
+        job: JobId,
+        entry: usize,
+        wants: &[DeltaWant],
+    ) -> Result<Vec<DeltaReply>> {
+        self.inner.chunk_deltas(job, entry, wants)
     }
 
     fn begin_capture(

@@ -1,6 +1,6 @@
 //! The agent protocol over real HTTP: the long poll, the binary formats
-//! (manifest, frame stream, capture records), the capture flow, logs, and
-//! a machine credential that cannot reach another machine.
+//! (manifest, frame stream, deltas, capture records), the capture flow,
+//! logs, and a machine credential that cannot reach another machine.
 
 mod common;
 
@@ -273,6 +273,81 @@ fn the_agent_reads_its_manifest_and_frames_and_drives_the_job() {
             Some(&r.agent),
         )
         .expect_error(409, "conflict");
+}
+
+/// `.../deltas`: a chunk whose local copy differs in one 4 KiB block comes
+/// back as a delta of that block, one that differs wholly as its frame;
+/// malformed, oversized and foreign requests are 4xx with the envelope.
+#[test]
+fn deltas_carry_only_changed_blocks_and_bad_requests_are_4xx() {
+    use baas_core::delta::{
+        apply_delta, decode_replies, encode_wants, BlockHashes, DeltaReply, DeltaWant,
+        MAX_WANTS_BYTES,
+    };
+    let r = rig();
+    let job = r.queue(false);
+    r.next_job(0).expect(200);
+    let cs = CHUNK_SIZE as usize;
+    let chunk0 = &r.data[..cs];
+    let mut local = chunk0.to_vec();
+    local[5 * 4096 + 10] ^= 1;
+    let near = DeltaWant {
+        hash: ChunkHash::of(chunk0),
+        blocks: BlockHashes::of(&local),
+    };
+    let tail = &r.data[3 * cs..];
+    let far = DeltaWant {
+        hash: ChunkHash::of(tail),
+        blocks: BlockHashes::of(&[1u8; 100]),
+    };
+    let path = format!("/api/v1/agent/jobs/{job}/entries/0/deltas");
+    let post = |body: Vec<u8>| {
+        r.app.send(
+            Method::POST,
+            &path,
+            Some(&r.agent),
+            &[("Content-Type", "application/octet-stream")],
+            Some(body),
+        )
+    };
+    let res = post(encode_wants(&[near.clone(), far.clone()])).expect(200);
+    assert_eq!(res.header("content-type"), Some("application/octet-stream"));
+    let replies = decode_replies(&res.body, 2).expect("two answers");
+    let DeltaReply::Delta(d) = &replies[0] else {
+        unreachable!("one changed block comes as a delta: {:?}", replies[0])
+    };
+    assert!(d.len() < 4096, "{}", d.len());
+    assert_eq!(apply_delta(d, &local, &near.hash).expect("applies"), chunk0);
+    let DeltaReply::Frame(f) = &replies[1] else {
+        unreachable!(
+            "a wholly different chunk comes as its frame: {:?}",
+            replies[1]
+        )
+    };
+    assert_eq!(decode_frame(f, &far.hash).expect("frame"), tail);
+
+    post(vec![1, 2, 3]).expect_error(400, "invalid_input");
+    post(encode_wants(&[DeltaWant {
+        hash: ChunkHash::of(b"other"),
+        blocks: BlockHashes::default(),
+    }]))
+    .expect_error(404, "not_found");
+    post(encode_wants(&[DeltaWant {
+        hash: near.hash,
+        blocks: BlockHashes::of(&[1u8; 3 * 4096]),
+    }]))
+    .expect_error(400, "invalid_input");
+    post(encode_wants(&vec![far.clone(); 257])).expect_error(413, "too_large");
+    post(vec![0u8; MAX_WANTS_BYTES + 1]).expect_error(413, "too_large");
+    r.app
+        .send(
+            Method::POST,
+            &path,
+            None,
+            &[("Content-Type", "application/octet-stream")],
+            Some(encode_wants(&[far])),
+        )
+        .expect_error(401, "unauthenticated");
 }
 
 #[test]

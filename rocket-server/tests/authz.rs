@@ -720,6 +720,23 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
             }),
         ),
         (
+            "POST /api/v1/agent/jobs/<job>/entries/<entry>/deltas",
+            [401, 403, 403, 200, 200, 200],
+            Box::new(|w| {
+                let job = w.active_job(false, JobState::Provisioning);
+                let nines = [9u8; CHUNK_SIZE as usize];
+                let want = baas_core::delta::DeltaWant {
+                    hash: ChunkHash::of(&nines),
+                    blocks: baas_core::delta::BlockHashes::of(&nines[..CHUNK_SIZE as usize - 1]),
+                };
+                bytes(
+                    M::POST,
+                    format!("/api/v1/agent/jobs/{job}/entries/0/deltas"),
+                    baas_core::delta::encode_wants(&[want]),
+                )
+            }),
+        ),
+        (
             "POST /api/v1/agent/jobs/<job>/entries/<entry>/captures",
             [401, 403, 403, 201, 201, 201],
             Box::new(|w| {

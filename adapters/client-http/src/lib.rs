@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baas_core::content::{ChunkHash, Manifest};
+use baas_core::delta::{self, DeltaReply, DeltaWant};
 use baas_core::model::*;
 use baas_core::ports::{AgentLink, MAX_CHUNKS_PER_CALL};
 use baas_core::{Error, ErrorKind, Result};
@@ -89,10 +90,16 @@ pub struct LinkStats {
     pub bytes_sent: u64,
     /// Response body bytes received.
     pub bytes_received: u64,
-    /// Bytes of chunk frames received (`chunks`).
+    /// Bytes of chunk frames and deltas received (`chunks`,
+    /// `chunk_deltas`).
     pub frame_bytes_received: u64,
     /// Bytes of chunk frames sent (`upload_chunks`).
     pub frame_bytes_sent: u64,
+    /// Request body bytes of `chunks` and `chunk_deltas` calls: what asking
+    /// for chunks cost on the way up (block hashes, for deltas).
+    pub fetch_request_bytes: u64,
+    /// Chunks that came as deltas rather than frames (`chunk_deltas`).
+    pub deltas_received: u64,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +110,8 @@ struct Counters {
     bytes_received: AtomicU64,
     frame_bytes_received: AtomicU64,
     frame_bytes_sent: AtomicU64,
+    fetch_request_bytes: AtomicU64,
+    deltas_received: AtomicU64,
 }
 
 /// An [`AgentLink`] over HTTP, as the agent of the machine with one MAC.
@@ -226,6 +235,8 @@ impl HttpAgentLink {
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             frame_bytes_received: c.frame_bytes_received.load(Ordering::Relaxed),
             frame_bytes_sent: c.frame_bytes_sent.load(Ordering::Relaxed),
+            fetch_request_bytes: c.fetch_request_bytes.load(Ordering::Relaxed),
+            deltas_received: c.deltas_received.load(Ordering::Relaxed),
         }
     }
 
@@ -565,6 +576,11 @@ impl AgentLink for HttpAgentLink {
         let body = Self::to_json(&ChunksWire {
             hashes: hashes.iter().map(ChunkHash::to_hex).collect(),
         })?;
+        if let Body::Json(b) = &body {
+            self.counters
+                .fetch_request_bytes
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
         let reply = self
             .call(
                 what,
@@ -580,6 +596,47 @@ impl AgentLink for HttpAgentLink {
             Ordering::Relaxed,
         );
         Ok(frames)
+    }
+
+    fn chunk_deltas(
+        &self,
+        job: JobId,
+        entry: usize,
+        wants: &[DeltaWant],
+    ) -> Result<Vec<DeltaReply>> {
+        let what = "fetch deltas";
+        if wants.len() > MAX_CHUNKS_PER_CALL {
+            return Err(Error::too_large(format!(
+                "at most {MAX_CHUNKS_PER_CALL} chunks per call"
+            )));
+        }
+        let body = delta::encode_wants(wants);
+        let reply = self
+            .call(
+                what,
+                Method::POST,
+                &format!("/api/v1/agent/jobs/{job}/entries/{entry}/deltas"),
+                Body::Binary(&body),
+                Duration::ZERO,
+            )
+            .result?;
+        let replies = delta::decode_replies(&reply.body, wants.len())
+            .map_err(|e| Error::internal(format!("{what}: {}", e.message())))?;
+        let c = &self.counters;
+        c.fetch_request_bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        c.frame_bytes_received.fetch_add(
+            replies.iter().map(|r| r.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+        c.deltas_received.fetch_add(
+            replies
+                .iter()
+                .filter(|r| matches!(r, DeltaReply::Delta(_)))
+                .count() as u64,
+            Ordering::Relaxed,
+        );
+        Ok(replies)
     }
 
     fn begin_capture(

@@ -221,6 +221,59 @@ fn every_agent_link_call_round_trips_through_http() {
     assert_eq!(l.stats().retries, 0, "nothing needed a retry");
 }
 
+/// `chunk_deltas` over HTTP answers what the services answer: each chunk
+/// whose local copy differs in one byte comes back as a delta that
+/// rebuilds it from that copy; the counters see what crossed.
+#[test]
+fn chunk_deltas_round_trip_through_http() {
+    use baas_core::delta::{apply_delta, encode_wants, BlockHashes, DeltaReply, DeltaWant};
+    let s = setup(1 << 20);
+    let l = link(&s.lab.base(), &s.token);
+    let machine_id: MachineId = s.machine.parse().expect("id");
+    let local = baas_core::services::LocalAgentLink::new(s.lab.baas().clone(), machine_id);
+    s.lab.queue(&s.machine, &s.image, 1, "first", false);
+    let job = l.next_job(5_000).expect("poll").expect("a job");
+    let manifest = l.manifest(job.id, 0).expect("manifest");
+    let cs = CHUNK_SIZE as usize;
+    let (wants, olds): (Vec<DeltaWant>, Vec<Vec<u8>>) = manifest
+        .chunks()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let mut old = s.data[i * cs..((i + 1) * cs).min(s.data.len())].to_vec();
+            old[100] ^= 0xff;
+            c.map(|hash| {
+                let blocks = BlockHashes::of(&old);
+                (DeltaWant { hash, blocks }, old)
+            })
+        })
+        .unzip();
+    assert!(!wants.is_empty());
+    let replies = l.chunk_deltas(job.id, 0, &wants).expect("deltas");
+    assert_eq!(
+        replies,
+        local.chunk_deltas(job.id, 0, &wants).expect("local")
+    );
+    let mut deltas = 0;
+    for ((w, old), r) in wants.iter().zip(&olds).zip(&replies) {
+        let bytes = match r {
+            DeltaReply::Delta(d) => {
+                deltas += 1;
+                apply_delta(d, old, &w.hash).expect("applies")
+            }
+            DeltaReply::Frame(f) => decode_frame(f, &w.hash).expect("frame"),
+        };
+        assert_eq!(ChunkHash::of(&bytes), w.hash);
+    }
+    assert!(deltas > 0);
+    let st = l.stats();
+    assert_eq!(st.deltas_received, deltas);
+    assert_eq!(st.fetch_request_bytes, encode_wants(&wants).len() as u64);
+    assert_eq!(
+        st.frame_bytes_received,
+        replies.iter().map(|r| r.len() as u64).sum::<u64>()
+    );
+}
+
 #[test]
 fn errors_come_back_as_core_kinds_and_4xx_are_not_retried() {
     let s = setup(256 * 1024);

@@ -11,7 +11,12 @@
 //!   integer followed by the frame (`encode_frame`);
 //! - a *capture record stream* (the body of `/captures/{id}/chunks`) is, for
 //!   each chunk, its 32-byte blake3 hash, the frame's length as a 4-byte
-//!   little-endian unsigned integer, then the frame.
+//!   little-endian unsigned integer, then the frame;
+//! - a *delta request* (the body of `.../deltas`) is, for each chunk, its
+//!   32-byte hash, the number of 4 KiB blocks (2 bytes, little-endian), then
+//!   a 4-byte short hash per block of the agent's local content; the answer
+//!   is, per chunk in order, a kind byte (0: the stored frame, 1: a delta),
+//!   a 4-byte little-endian length, the bytes (`baas_core::delta`).
 
 use std::time::Duration;
 
@@ -42,6 +47,8 @@ const POLL_EVERY: Duration = Duration::from_millis(200);
 const MANIFEST_LIMIT: u64 = 64 << 20;
 /// Largest frame in a capture record (a raw 64 KiB chunk and its tag).
 const FRAME_LIMIT: usize = CHUNK_SIZE as usize + 1;
+/// Largest delta request: 256 chunks of the largest chunk size.
+const WANTS_LIMIT: u64 = baas_core::delta::MAX_WANTS_BYTES as u64;
 /// Largest capture record stream.
 const RECORDS_LIMIT: u64 = MAX_CHUNKS_PER_CALL as u64 * (32 + 4 + FRAME_LIMIT as u64);
 /// Most log lines one call ships, and the longest line kept.
@@ -58,6 +65,7 @@ pub fn routes() -> Vec<Route> {
         ship_logs,
         manifest,
         chunks,
+        deltas,
         begin_capture,
         capture_chunks,
         commit_capture,
@@ -80,6 +88,7 @@ pub fn machine_routes() -> Vec<Route> {
     ship_logs,
     manifest,
     chunks,
+    deltas,
     begin_capture,
     capture_chunks,
     commit_capture,
@@ -497,6 +506,40 @@ pub async fn chunks(
         .run(move |b, a| b.agent_chunks(a, job, entry, &hashes))
         .await?;
     Ok(FrameStream(frame_stream(&frames)))
+}
+
+/// Chunks of entry `entry`'s version as deltas against what the agent's
+/// disk holds at their places: for each chunk, its hash and the short
+/// hashes of its local 4 KiB blocks; the answer carries, per chunk in
+/// order, only the blocks that differ (zstd-compressed), or the stored
+/// frame when that is not smaller. The agent checks each rebuilt chunk
+/// against its hash.
+#[utoipa::path(post, path = "/api/v1/agent/jobs/{job}/entries/{entry}/deltas", tag = "agent",
+    request_body(content = Binary, content_type = "application/octet-stream",
+        description = "for each chunk: 32-byte hash, u16 LE block count, a 4-byte hash per 4 KiB block"),
+    params(("job" = uuid::Uuid, Path, description = "job id"),
+        ("entry" = u32, Path, description = "entry number, from 0")),
+    responses((status = 200, content_type = "application/octet-stream", body = Binary,
+            description = "for each chunk: kind (0 frame, 1 delta), u32 LE length, the bytes"),
+        (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+        (status = 413, body = ErrorEnvelope)))]
+#[post("/jobs/<job>/entries/<entry>/deltas", data = "<data>")]
+pub async fn deltas(
+    caller: Caller,
+    job: &str,
+    entry: &str,
+    info: BodyInfo,
+    data: Data<'_>,
+) -> std::result::Result<FrameStream, ApiError> {
+    let job = job_id(job)?;
+    let entry = entry_index(entry)?;
+    let bytes = read_body(info.metrics(), data, WANTS_LIMIT).await?;
+    let wants = baas_core::delta::decode_wants(&bytes)?;
+    let replies = caller
+        .run(move |b, a| b.agent_chunk_deltas(a, job, entry, &wants))
+        .await?;
+    Ok(FrameStream(baas_core::delta::encode_replies(&replies)))
 }
 
 /// How many bytes of a frame stream go to the connection per write:
