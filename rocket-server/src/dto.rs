@@ -669,6 +669,16 @@ pub struct MachineView {
     pub power_address: Option<String>,
     /// What it returns to between jobs: `keep`, `wipe` or `setup:<id>`.
     pub neutral: String,
+    /// Whether it is offline: expected to talk (its agent works on a job,
+    /// it enrolls, or it was power-cycled to boot) and silent for longer
+    /// than the server's limit, or its power adapter says it is off. A
+    /// user's OS runs no agent, so its silence is not offline. In the
+    /// machine list and reads only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline: Option<bool>,
+    /// Why it is offline: `silent` or `powered off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline_reason: Option<String>,
 }
 
 impl From<&Machine> for MachineView {
@@ -690,6 +700,8 @@ impl From<&Machine> for MachineView {
                 PowerConfig::Ipmi { host, username, .. } => Some(format!("{username}@{host}")),
             },
             neutral: m.boot.neutral.to_string(),
+            offline: None,
+            offline_reason: None,
         }
     }
 }

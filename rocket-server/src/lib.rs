@@ -99,12 +99,14 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
         ..Config::default()
     };
     let metrics = Arc::new(Metrics::default());
+    let control: Arc<dyn baas_core::ports::PowerControl> =
+        Arc::new(baas_power::LabPower::default());
+    let loop_control = control.clone();
     let power = settings.power_every.map(|every| {
         let baas = baas.clone();
         rocket::fairing::AdHoc::on_liftoff("power cycles", move |_| {
             Box::pin(async move {
-                let control = Arc::new(baas_power::LabPower::default());
-                rocket::tokio::spawn(api::boot::power_loop(baas, control, every));
+                rocket::tokio::spawn(api::boot::power_loop(baas, loop_control, every));
             })
         })
     });
@@ -112,6 +114,7 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
         .manage(baas)
         .manage(settings)
         .manage(metrics.clone())
+        .manage(api::machines::Power::new(control))
         .manage(ratelimit::AuthLimiter::default())
         .attach(telemetry::RequestLog { metrics })
         .mount("/", rocket::routes![ops::healthz, ops::metrics])

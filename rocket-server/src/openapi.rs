@@ -61,6 +61,7 @@ use crate::{api, compat};
         api::machines::accept_machine,
         api::machines::retire_machine,
         api::machines::set_boot_config,
+        api::machines::power_machine,
         api::jobs::list_jobs,
         api::jobs::get_job,
         api::jobs::job_events,

@@ -53,7 +53,7 @@
         tr.appendChild(name);
         tr.appendChild(el('td', m.mac, 'mono'));
         const st = el('td');
-        st.appendChild(el('span', m.status, 'status status-' + m.state));
+        st.appendChild(el('span', m.status, 'status status-' + (m.offline ? 'offline' : m.state)));
         if (m.job) st.appendChild(bar(m.percent));
         tr.appendChild(st);
         const job = el('td');

@@ -301,6 +301,10 @@ fn every_post_without_the_csrf_token_is_refused_and_changes_nothing() {
             vec![("state", "retired")],
         ),
         ("/ui/admin/gc".into(), vec![]),
+        (
+            format!("/ui/machines/{machine}/power"),
+            vec![("action", "cycle")],
+        ),
         ("/ui/logout".into(), vec![]),
     ];
     for (path, fields) in &posts {
@@ -612,4 +616,160 @@ fn failed_logins_are_rate_limited_like_bad_tokens() {
         ],
     );
     assert_eq!(r.status, 429);
+}
+
+#[test]
+fn power_buttons_only_where_an_adapter_exists_and_for_moderators() {
+    let app = TestApp::spawn();
+    app.user("mo", "moderator");
+    set_password(&app, "mo", "mo's password");
+    app.user("uma", "user");
+    set_password(&app, "uma", "uma's password");
+    let vm = app.machine("52:54:00:00:00:31");
+    let manual = app.machine("52:54:00:00:00:32");
+    // A QMP socket nobody listens on: the adapter is configured, the
+    // controller does not answer.
+    let sock = app.dir.path().join("nobody.sock");
+    app.json(
+        Method::PUT,
+        &format!("/api/v1/machines/{vm}/boot-config"),
+        Some(&app.admin),
+        &serde_json::json!({"power": {"kind": "qmp", "address": format!("unix:{}", sock.display())}}),
+    )
+    .expect(200);
+
+    let mut user = Session::new(&app);
+    user.login("uma", "uma's password").expect(303);
+    let page = user.get(&format!("/ui/machines/{vm}")).expect(200).text();
+    assert!(
+        !page.contains("power-actions"),
+        "a user sees no power buttons"
+    );
+    let csrf = csrf_of(&page);
+    let r = user.post(
+        &format!("/ui/machines/{vm}/power"),
+        &[("csrf", &csrf), ("action", "on")],
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    let mut mo = Session::new(&app);
+    mo.login("mo", "mo's password").expect(303);
+    let page = mo.get(&format!("/ui/machines/{manual}")).expect(200).text();
+    assert!(!page.contains("power-actions"), "manual: no buttons");
+    let csrf = csrf_of(&page);
+    let r = mo.post(
+        &format!("/ui/machines/{manual}/power"),
+        &[("csrf", &csrf), ("action", "cycle")],
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.text().contains("no power adapter configured"),
+        "{}",
+        r.text()
+    );
+
+    let page = mo.get(&format!("/ui/machines/{vm}")).expect(200).text();
+    for action in ["on", "off", "cycle"] {
+        assert!(page.contains(&format!("id=\"power-{action}\"")), "{page}");
+    }
+    let r = mo.post(
+        &format!("/ui/machines/{vm}/power"),
+        &[("csrf", &csrf), ("action", "reboot-ish")],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = mo.post(
+        &format!("/ui/machines/{vm}/power"),
+        &[("csrf", &csrf), ("action", "cycle")],
+    );
+    assert_eq!(r.status, 503, "nothing listens: {}", r.text());
+    assert!(r.text().contains("QMP"), "{}", r.text());
+    let page = mo.get(&format!("/ui/machines/{vm}")).expect(200).text();
+    assert!(
+        page.contains("power cycle by mo failed (qmp)"),
+        "the failure is in the machine's history: {page}"
+    );
+}
+
+#[test]
+fn the_dashboard_and_the_api_say_offline_only_when_a_machine_should_talk() {
+    // Offline as soon as an expected contact is late at all.
+    let app = TestApp::spawn_full(|_| {}, |c| c.offline_after_ms = 0);
+    let (_, alice) = app.user("olive", "user");
+    set_password(&app, "olive", "olive's password");
+    let idle = app.machine("52:54:00:00:00:41");
+    let busy = app.machine("52:54:00:00:00:42");
+    let image = app.post_image(&alice, "os", 1 << 20);
+    app.boot_queue(&alice, &busy, &image, 0).expect(201);
+    // The machine's agent takes the job: that call is contact.
+    let secret = app.agent_token(&busy);
+    let agent = app.baas.authenticate(&secret).expect("agent");
+    let id: baas_core::model::MachineId = busy.parse().expect("id");
+    let job = app
+        .baas
+        .next_job(&agent, id)
+        .expect("next job")
+        .expect("the queued job");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+
+    let view = |m: &str| {
+        app.get(&format!("/api/v1/machines/{m}"), Some(&alice))
+            .expect(200)
+            .json()
+    };
+    let v = view(&busy);
+    assert_eq!(v["offline"], true, "{v}");
+    assert_eq!(v["offline_reason"], "silent", "{v}");
+    assert!(v["last_seen"].is_string(), "{v}");
+    let v = view(&idle);
+    assert_eq!(
+        v["offline"], false,
+        "an idle machine boots its own disk: {v}"
+    );
+    let list = app.get("/api/v1/machines", Some(&alice)).expect(200).json();
+    let offline: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|m| m["offline"] == true)
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(offline, [busy.as_str()]);
+
+    let mut s = Session::new(&app);
+    s.login("olive", "olive's password").expect(303);
+    let html = s.get("/ui").expect(200).text();
+    assert!(html.contains("offline (last contact "), "{html}");
+    assert!(html.contains("status-offline"), "{html}");
+    let csrf = csrf_of(&html);
+    let live = app
+        .send(
+            Method::GET,
+            "/ui/live/dashboard",
+            None,
+            &[("Cookie", &s.cookie), ("X-CSRF-Token", &csrf)],
+            None,
+        )
+        .expect(200)
+        .json();
+    let rows = live["machines"].as_array().expect("machines");
+    let row = rows.iter().find(|m| m["id"] == busy.as_str()).expect("row");
+    assert_eq!(row["offline"], true, "{row}");
+
+    // The user's OS runs: no agent talks, and that is not offline.
+    app.baas
+        .advance_job(
+            &agent,
+            job.id,
+            baas_core::model::JobState::Running,
+            "flashed",
+        )
+        .expect("running");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(view(&busy)["offline"], false);
+    let html = s.get(&format!("/ui/machines/{busy}")).expect(200).text();
+    assert!(
+        html.contains("running olive&#x27;s setup") || html.contains("running olive&#39;s setup"),
+        "{html}"
+    );
+    assert!(html.contains("Last contact"), "{html}");
 }

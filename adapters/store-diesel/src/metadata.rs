@@ -912,6 +912,50 @@ impl MetadataStore for DieselMetadataStore {
             not_found_unless_one(n, || format!("machine {}", machine.id))
         })
     }
+
+    fn touch_machine(&self, id: MachineId, at: Timestamp) -> Result<()> {
+        let key = id.to_string();
+        self.write(&format!("recording contact with machine {id}"), |c| {
+            if !machine_exists(c, &key)? {
+                return Err(Error::not_found(format!("machine {id}")).into());
+            }
+            diesel::update(
+                machines::table.filter(machines::id.eq(&key)).filter(
+                    machines::last_seen
+                        .is_null()
+                        .or(machines::last_seen.lt(at.millis())),
+                ),
+            )
+            .set(machines::last_seen.eq(Some(at.millis())))
+            .execute(c)?;
+            Ok(())
+        })
+    }
+
+    fn append_machine_event(&self, id: MachineId, event: &JobEvent) -> Result<()> {
+        let key = id.to_string();
+        self.write(&format!("adding an event to machine {id}"), |c| {
+            if !machine_exists(c, &key)? {
+                return Err(Error::not_found(format!("machine {id}")).into());
+            }
+            diesel::insert_into(machine_events::table)
+                .values(&MachineEventRow::new(id, event))
+                .execute(c)?;
+            Ok(())
+        })
+    }
+
+    fn machine_events(&self, id: MachineId, limit: u32) -> Result<Vec<JobEvent>> {
+        self.read("reading a machine's history", |c| {
+            let rows = machine_events::table
+                .filter(machine_events::machine_id.eq(id.to_string()))
+                .select(MachineEventRow::as_select())
+                .order(machine_events::seq.desc())
+                .limit(i64::from(limit))
+                .load(c)?;
+            Ok(rows.into_iter().map(MachineEventRow::into_model).collect())
+        })
+    }
 }
 
 /// Names the clash when a machine's MAC, name or id is taken.

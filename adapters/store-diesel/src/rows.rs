@@ -911,3 +911,31 @@ impl JobEventRow {
         }
     }
 }
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = machine_events)]
+pub(crate) struct MachineEventRow {
+    pub machine_id: String,
+    pub at: i64,
+    pub kind: String,
+    pub message: String,
+}
+
+impl MachineEventRow {
+    pub(crate) fn new(machine: MachineId, e: &JobEvent) -> Self {
+        MachineEventRow {
+            machine_id: machine.to_string(),
+            at: e.at.millis(),
+            kind: e.kind.clone(),
+            message: e.message.clone(),
+        }
+    }
+
+    pub(crate) fn into_model(self) -> JobEvent {
+        JobEvent {
+            at: Timestamp(self.at),
+            kind: self.kind,
+            message: self.message,
+        }
+    }
+}

@@ -581,6 +581,51 @@ pub fn machines_are_unique_and_round_trip(s: &Subject) {
     assert!(all.contains(&a) && all.contains(&b));
 }
 
+/// Contact only moves `last_seen` forward and touches nothing else; a
+/// machine's history lists newest first, bounded, per machine.
+pub fn machine_contact_and_history(s: &Subject) {
+    let m = &*s.meta;
+    let a = add_machine(m);
+    let b = add_machine(m);
+    m.touch_machine(a.id, Timestamp(500)).expect("touch");
+    m.touch_machine(a.id, Timestamp(400))
+        .expect("an older contact");
+    let got = m.machine(a.id).expect("get").expect("exists");
+    assert_eq!(got.last_seen, Some(Timestamp(500)));
+    assert_eq!(got.name, a.name);
+    let missing = MachineId(fresh_uuid());
+    assert_eq!(
+        kind(m.touch_machine(missing, Timestamp(1))),
+        ErrorKind::NotFound
+    );
+    for i in 0..3 {
+        let e = JobEvent {
+            at: Timestamp(i),
+            kind: "power".into(),
+            message: format!("line {i}"),
+        };
+        m.append_machine_event(a.id, &e).expect("append");
+    }
+    let e = JobEvent {
+        at: Timestamp(9),
+        kind: "power".into(),
+        message: "other".into(),
+    };
+    m.append_machine_event(b.id, &e).expect("append to b");
+    let lines: Vec<String> = m
+        .machine_events(a.id, 2)
+        .expect("history")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(lines, ["line 2", "line 1"]);
+    assert_eq!(m.machine_events(b.id, 10).expect("b").len(), 1);
+    assert_eq!(
+        kind(m.append_machine_event(missing, &e)),
+        ErrorKind::NotFound
+    );
+}
+
 /// Deleting a user takes their things with them, unless jobs are pending.
 pub fn deleting_a_user_cascades_but_not_with_pending_jobs(s: &Subject) {
     let m = &*s.meta;

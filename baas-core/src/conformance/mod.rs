@@ -159,7 +159,7 @@ macro_rules! metadata_store_conformance {
             concurrent_commits_get_distinct_consecutive_numbers, versions_in_use_cannot_be_deleted,
             deleting_an_image_touches_nothing_else, referenced_chunks_and_quota_bytes,
             upload_sessions, setups_round_trip, machines_are_unique_and_round_trip,
-            deleting_a_user_cascades_but_not_with_pending_jobs);
+            machine_contact_and_history, deleting_a_user_cascades_but_not_with_pending_jobs);
         $crate::__conformance_cases!($make, queue:
             enqueue_assigns_increasing_seq, take_next_is_fifo_and_one_at_a_time,
             take_next_hands_out_each_job_once_under_concurrency, transition_is_compare_and_set,
@@ -193,6 +193,7 @@ macro_rules! services_conformance {
             queue_flow_and_capture_rules, range_reads_and_latest, compaction_saves_space_and_keeps_bytes,
             compaction_dictionary_outlives_every_frame_that_needs_it,
             boot_decisions_enrollment_sessions_and_power, neutral_state_after_jobs,
+            machine_presence_and_power_by_hand,
             placement_on_any_machine_that_fits, jobs_wait_for_their_window);
     };
 }

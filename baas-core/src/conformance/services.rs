@@ -1717,3 +1717,157 @@ pub fn jobs_wait_for_their_window(s: &ServicesSubject) {
         Some(job.id)
     );
 }
+
+/// A machine's presence: offline only when it is expected to talk and is
+/// silent past the limit (never from a user's OS's silence), or its power
+/// adapter says off; contact is every boot and agent call. Power actions by
+/// hand: moderators only, a machine without an adapter is `Conflict`, the
+/// outcome is in the machine's history.
+pub fn machine_presence_and_power_by_hand(s: &ServicesSubject) {
+    use crate::ports::{PowerAction, PowerState};
+    let u = *super::fresh_uuid().as_bytes();
+    let mac = MacAddress([0x52, 0x54, 0xc0, u[0], u[1], u[2]]);
+    let clock = Arc::new(HandClock(std::sync::atomic::AtomicI64::new(
+        s.0.clock.now().millis(),
+    )));
+    let b = Baas::new(
+        Ports {
+            clock: clock.clone(),
+            ..s.0.clone()
+        },
+        Config {
+            offline_after_ms: 60_000,
+            ..Config::default()
+        },
+    );
+    let p = people(&b);
+    let m = b
+        .register_machine(
+            &p.moderator,
+            NewMachine {
+                mac,
+                name: None,
+                arch: Arch::X86_64,
+                pool: None,
+            },
+        )
+        .expect("register");
+    let presence = |power| {
+        let m = b.get_machine(&p.alice, m.id).expect("machine");
+        let queue = b.machine_queue(&p.moderator, m.id).expect("queue");
+        b.machine_presence(&m, &queue, power)
+    };
+    assert_eq!(presence(PowerState::Unknown), Presence::Online, "idle");
+    clock.advance(3_600_000);
+    assert_eq!(
+        presence(PowerState::Unknown),
+        Presence::Online,
+        "an idle machine boots its own disk: silence says nothing"
+    );
+    assert_eq!(presence(PowerState::Off), Presence::PoweredOff);
+    assert!(presence(PowerState::Off).is_offline());
+
+    let image = new_image(&b, &p.alice, 4096);
+    let job = b
+        .enqueue_job_for(
+            &p.alice,
+            JobRequest {
+                machine: m.id,
+                target: JobTarget::Image {
+                    image: image.id,
+                    version: VersionRef::Number(0),
+                    disk: None,
+                    capture: false,
+                },
+            },
+            Some(60_000_000),
+        )
+        .expect("queue");
+    let (_, secret) = is_mos(&b.boot(mac, None).expect("boot")).expect("work");
+    let seen = b.get_machine(&p.alice, m.id).expect("m").last_seen;
+    assert_eq!(
+        seen,
+        Some(crate::ports::Clock::now(&*clock)),
+        "a boot is contact"
+    );
+    clock.advance(CONTACT_EVERY_MS);
+    let agent = b.authenticate(&secret).expect("agent");
+    b.next_job(&agent, m.id).expect("next").expect("the job");
+    assert_eq!(
+        b.get_machine(&p.alice, m.id).expect("m").last_seen,
+        Some(crate::ports::Clock::now(&*clock)),
+        "an agent call is contact"
+    );
+    clock.advance(1_000);
+    b.authenticate(&secret).expect("agent");
+    assert_eq!(
+        b.get_machine(&p.alice, m.id).expect("m").last_seen,
+        Some(Timestamp(
+            crate::ports::Clock::now(&*clock).millis() - 1_000
+        )),
+        "written down at most every CONTACT_EVERY_MS"
+    );
+    assert_eq!(presence(PowerState::Unknown), Presence::Online, "flashing");
+    clock.advance(60_001);
+    assert_eq!(
+        presence(PowerState::Unknown),
+        Presence::Silent,
+        "the agent went quiet mid-flash"
+    );
+    let agent = b.authenticate(&secret).expect("agent");
+    assert_eq!(presence(PowerState::Unknown), Presence::Online, "back");
+    b.advance_job(&agent, job.id, JobState::Running, "flashed")
+        .expect("running");
+    clock.advance(3_600_000);
+    assert_eq!(
+        presence(PowerState::Unknown),
+        Presence::Online,
+        "the user's OS runs no agent: not offline"
+    );
+    assert_eq!(presence(PowerState::Off), Presence::PoweredOff);
+
+    // Power by hand.
+    assert_eq!(
+        b.request_power(&p.alice, m.id, PowerAction::Cycle)
+            .expect_err("users")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+    assert_eq!(
+        b.request_power(&agent, m.id, PowerAction::Cycle)
+            .expect_err("agents")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+    let e = b
+        .request_power(&p.moderator, m.id, PowerAction::Off)
+        .expect_err("manual");
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert!(e.to_string().contains("no power adapter configured"), "{e}");
+    let mut boot = m.boot.clone();
+    boot.power = PowerConfig::Qmp {
+        address: "unix:/nowhere/qmp.sock".into(),
+    };
+    b.set_machine_boot(&p.moderator, m.id, boot)
+        .expect("boot config");
+    let got = b
+        .request_power(&p.admin, m.id, PowerAction::Off)
+        .expect("admins may");
+    b.power_applied(&p.admin, &got, PowerAction::Off, None)
+        .expect("record");
+    b.power_applied(&p.moderator, &got, PowerAction::On, Some("no answer"))
+        .expect("record");
+    let history: Vec<String> = b
+        .machine_history(&p.alice, m.id)
+        .expect("anyone may read it")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(history[0].contains("power on") && history[0].contains("failed (qmp): no answer"));
+    assert!(history[1].starts_with("power off by ") && history[1].ends_with("(qmp)"));
+    assert_eq!(
+        b.machine_history(&agent, m.id).expect_err("agents").kind(),
+        ErrorKind::Forbidden
+    );
+}

@@ -149,4 +149,12 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn machines(&self) -> Result<Vec<Machine>>;
     /// Replaces a machine's fields.
     fn update_machine(&self, machine: &Machine) -> Result<()>;
+    /// Records contact with a machine at `at`: its `last_seen` becomes the
+    /// later of the stored one and `at`, touching no other field.
+    fn touch_machine(&self, id: MachineId, at: Timestamp) -> Result<()>;
+    /// Adds a line to a machine's own history (what happened to it outside
+    /// any job, such as power actions).
+    fn append_machine_event(&self, id: MachineId, event: &JobEvent) -> Result<()>;
+    /// A machine's history, newest first, at most `limit` lines.
+    fn machine_events(&self, id: MachineId, limit: u32) -> Result<Vec<JobEvent>>;
 }

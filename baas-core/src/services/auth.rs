@@ -93,7 +93,11 @@ impl Baas {
                 Ok(Actor::user(&user))
             }
             TokenSubject::Machine(machine) => match self.meta.machine(machine)? {
-                Some(m) if m.state != MachineState::Retired => Ok(Actor::Agent { machine }),
+                Some(m) if m.state != MachineState::Retired => {
+                    // Every agent call is contact (the dashboard's offline).
+                    self.record_contact(&m)?;
+                    Ok(Actor::Agent { machine })
+                }
                 _ => Err(bad()),
             },
         }

@@ -104,6 +104,7 @@ impl Baas {
                 }
             },
         };
+        self.record_contact(&machine)?;
         let now = self.clock.now();
         let reason = match machine.state {
             MachineState::Retired => {

@@ -84,6 +84,17 @@ pub fn check_moderator(actor: &Actor, what: &str) -> Result<()> {
     }
 }
 
+/// Switching a machine's power by hand (on, off, cycle): moderators and
+/// admins, who run the lab; users get their machine through jobs.
+pub fn check_power(actor: &Actor) -> Result<()> {
+    check_moderator(actor, "switch machines' power")
+}
+
+/// May `actor` switch machines' power by hand (shows the buttons)?
+pub fn can_power(actor: &Actor) -> bool {
+    check_power(actor).is_ok()
+}
+
 /// Any authenticated user (not an agent).
 pub fn check_user(actor: &Actor) -> Result<UserId> {
     match actor {

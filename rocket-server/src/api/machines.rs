@@ -1,10 +1,18 @@
 //! Machines (by id or MAC address): register, list, read, change (accept,
-//! retire), see the queue, and queue jobs on them.
+//! retire), see the queue, queue jobs on them, and switch their power by
+//! hand.
 
-use baas_core::model::{MachineBoot, NeutralState, PowerConfig};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baas_core::model::{Machine, MachineBoot, MachineId, MachineState, NeutralState, PowerConfig};
+use baas_core::ports::{PowerAction, PowerControl, PowerState};
 use baas_core::services::JobRequest;
-use rocket::{get, patch, post, put};
-use serde::Deserialize;
+use baas_core::services::Presence;
+use baas_core::{Actor, Baas};
+use rocket::{get, patch, post, put, State};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::MachineKey;
@@ -17,9 +25,24 @@ use crate::json::{created, Created, Json, Out};
 #[utoipa::path(get, path = "/api/v1/machines", tag = "machines",
     responses((status = 200, body = [MachineView])))]
 #[get("/machines")]
-pub async fn list_machines(caller: Caller) -> Result<Out<Vec<MachineView>>, ApiError> {
+pub async fn list_machines(
+    caller: Caller,
+    power: &State<Power>,
+) -> Result<Out<Vec<MachineView>>, ApiError> {
     let machines = caller.run(|b, a| b.list_machines(a)).await?;
-    Ok(Out(machines.iter().map(MachineView::from).collect()))
+    let states = power.states(&machines).await;
+    let views = caller
+        .run(move |b, a| {
+            machines
+                .iter()
+                .map(|m| {
+                    let p = states.get(&m.id).copied().unwrap_or(PowerState::Unknown);
+                    view_with_presence(b, a, m, p)
+                })
+                .collect()
+        })
+        .await?;
+    Ok(Out(views))
 }
 
 /// Registers a machine, ready for jobs (moderators and admins).
@@ -42,7 +65,11 @@ pub async fn register_machine(
     responses((status = 200, body = MachineView), (status = 400, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope)))]
 #[get("/machines/<machine>")]
-pub async fn get_machine(caller: Caller, machine: &str) -> Result<Out<MachineView>, ApiError> {
+pub async fn get_machine(
+    caller: Caller,
+    power: &State<Power>,
+    machine: &str,
+) -> Result<Out<MachineView>, ApiError> {
     let key = MachineKey::parse(machine)?;
     let machine = caller
         .run(move |b, a| match key {
@@ -50,7 +77,20 @@ pub async fn get_machine(caller: Caller, machine: &str) -> Result<Out<MachineVie
             MachineKey::Mac(mac) => b.get_machine_by_mac(a, mac),
         })
         .await?;
-    Ok(Out(MachineView::from(&machine)))
+    if let Actor::Agent { .. } = caller.actor() {
+        // The agent reads its own machine; it gets no presence (and the
+        // machine queue is not its to read).
+        return Ok(Out(MachineView::from(&machine)));
+    }
+    let states = power.states(std::slice::from_ref(&machine)).await;
+    let p = states
+        .get(&machine.id)
+        .copied()
+        .unwrap_or(PowerState::Unknown);
+    let view = caller
+        .run(move |b, a| view_with_presence(b, a, &machine, p))
+        .await?;
+    Ok(Out(view))
 }
 
 /// Changes a machine: rename, pool, accept (`"state": "ready"`) or retire
@@ -228,6 +268,199 @@ pub async fn set_boot_config(
         })
         .await?;
     Ok(Out(MachineView::from(&m)))
+}
+
+/// How long a machine's power state read from its adapter is reused (the
+/// dashboard polls every few seconds; QEMU serves one QMP client at a time
+/// and `ipmitool` is a process per call).
+pub const POWER_STATE_TTL: Duration = Duration::from_secs(20);
+
+/// Longest the pages wait for one adapter's power state.
+pub const POWER_STATE_WAIT: Duration = Duration::from_secs(2);
+
+/// The power control the server applies power actions with (shared with
+/// the power loop), managed by [`crate::build`], with the power states it
+/// read lately.
+#[derive(Debug, Clone)]
+pub struct Power {
+    /// The adapter.
+    pub control: Arc<dyn PowerControl>,
+    states: Arc<Mutex<HashMap<MachineId, (Instant, PowerState)>>>,
+}
+
+impl Power {
+    /// Power control through `control`.
+    pub fn new(control: Arc<dyn PowerControl>) -> Power {
+        Power {
+            control,
+            states: Arc::default(),
+        }
+    }
+
+    /// Applies `action` to `m` (forgetting its last known state).
+    pub async fn apply(&self, m: &Machine, action: PowerAction) -> baas_core::Result<()> {
+        if let Ok(mut states) = self.states.lock() {
+            states.remove(&m.id);
+        }
+        self.control.apply(m, action).await
+    }
+
+    /// The power state of each machine that has a power adapter, read
+    /// from the adapters at most every [`POWER_STATE_TTL`], concurrently,
+    /// each bounded by [`POWER_STATE_WAIT`] (`Unknown` when it does not
+    /// answer). Machines without an adapter are absent (`Unknown`).
+    pub async fn states(&self, machines: &[Machine]) -> HashMap<MachineId, PowerState> {
+        let now = Instant::now();
+        let mut known = HashMap::new();
+        let mut asks = Vec::new();
+        {
+            let cached = self.states.lock().map(|s| s.clone()).unwrap_or_default();
+            for m in machines {
+                if m.boot.power == PowerConfig::Manual || m.state == MachineState::Retired {
+                    continue;
+                }
+                match cached.get(&m.id) {
+                    Some((at, state)) if now.duration_since(*at) < POWER_STATE_TTL => {
+                        known.insert(m.id, *state);
+                    }
+                    _ => {
+                        let control = self.control.clone();
+                        let m = m.clone();
+                        asks.push(rocket::tokio::spawn(async move {
+                            let state =
+                                rocket::tokio::time::timeout(POWER_STATE_WAIT, control.state(&m))
+                                    .await
+                                    .ok()
+                                    .and_then(Result::ok)
+                                    .unwrap_or(PowerState::Unknown);
+                            (m.id, state)
+                        }));
+                    }
+                }
+            }
+        }
+        for ask in asks {
+            if let Ok((id, state)) = ask.await {
+                known.insert(id, state);
+                if let Ok(mut states) = self.states.lock() {
+                    states.insert(id, (Instant::now(), state));
+                }
+            }
+        }
+        known
+    }
+}
+
+/// `m`'s view with what the server knows of its presence.
+pub fn view_with_presence(
+    baas: &Baas,
+    actor: &Actor,
+    m: &Machine,
+    power: PowerState,
+) -> baas_core::Result<MachineView> {
+    let queue = baas.machine_queue(actor, m.id)?;
+    let presence = baas.machine_presence(m, &queue, power);
+    let mut v = MachineView::from(m);
+    v.offline = Some(presence.is_offline());
+    v.offline_reason = match presence {
+        Presence::Online => None,
+        Presence::Silent => Some("silent".into()),
+        Presence::PoweredOff => Some("powered off".into()),
+    };
+    Ok(v)
+}
+
+/// A power action by hand.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerActionName {
+    /// Power on (QMP: resume; IPMI: `chassis power on`).
+    On,
+    /// Hard power off.
+    Off,
+    /// Hard reset.
+    Cycle,
+}
+
+impl PowerActionName {
+    /// The core's action.
+    pub fn action(self) -> PowerAction {
+        match self {
+            PowerActionName::On => PowerAction::On,
+            PowerActionName::Off => PowerAction::Off,
+            PowerActionName::Cycle => PowerAction::Cycle,
+        }
+    }
+}
+
+/// What to do to a machine's power.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerActionBody {
+    /// `on`, `off` or `cycle`.
+    pub action: PowerActionName,
+}
+
+/// A power action done.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PowerOutcome {
+    /// `on`, `off` or `cycle`.
+    pub action: String,
+    /// The adapter that did it: `qmp` or `ipmi`.
+    pub adapter: String,
+    /// The machine.
+    pub machine: MachineView,
+}
+
+/// Applies a checked power action through the machine's adapter and records
+/// the outcome in its history; the adapter's error is the answer when it
+/// failed. Shared with the web UI.
+pub async fn apply_power(
+    baas: &baas_core::Baas,
+    actor: &baas_core::Actor,
+    power: &Power,
+    key: MachineKey,
+    action: PowerAction,
+) -> Result<baas_core::model::Machine, ApiError> {
+    let (b, a) = (baas.clone(), actor.clone());
+    let m = crate::auth::blocking(move || {
+        let id = key.resolve(&b, &a)?;
+        b.request_power(&a, id, action)
+    })
+    .await?;
+    let result = power.apply(&m, action).await;
+    let error = result.as_ref().err().map(|e| e.to_string());
+    let (b, a, recorded) = (baas.clone(), actor.clone(), m.clone());
+    crate::auth::blocking(move || b.power_applied(&a, &recorded, action, error.as_deref())).await?;
+    result?;
+    Ok(m)
+}
+
+/// Switches a machine's power by hand through its configured adapter (QMP
+/// or IPMI), recorded in the machine's history (moderators and admins). A
+/// machine without a power adapter (manual) is 409.
+#[utoipa::path(post, path = "/api/v1/machines/{machine}/power", tag = "machines",
+    request_body = PowerActionBody,
+    params(("machine" = String, Path, description = "a machine id or MAC address")),
+    responses((status = 200, body = PowerOutcome), (status = 400, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+#[post("/machines/<machine>/power", data = "<body>")]
+pub async fn power_machine(
+    caller: Caller,
+    baas: &State<baas_core::Baas>,
+    power: &State<Power>,
+    machine: &str,
+    body: Json<PowerActionBody>,
+) -> Result<Out<PowerOutcome>, ApiError> {
+    let key = MachineKey::parse(machine)?;
+    let name = body.0.action;
+    let m = apply_power(baas, caller.actor(), power, key, name.action()).await?;
+    Ok(Out(PowerOutcome {
+        action: format!("{name:?}").to_ascii_lowercase(),
+        adapter: m.boot.power.kind().to_string(),
+        machine: MachineView::from(&m),
+    }))
 }
 
 /// Seconds as milliseconds for a timestamp offset (saturating).

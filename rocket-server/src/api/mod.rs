@@ -63,6 +63,7 @@ pub fn routes() -> Vec<Route> {
         machines::accept_machine,
         machines::retire_machine,
         machines::set_boot_config,
+        machines::power_machine,
         jobs::list_jobs,
         jobs::get_job,
         jobs::job_events,

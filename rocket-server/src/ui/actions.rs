@@ -629,3 +629,44 @@ pub async fn admin_gc(viewer: Viewer, form: Form<Plain>) -> Page {
     )
     .await
 }
+
+/// A power action by hand.
+#[derive(Debug, FromForm)]
+pub struct PowerForm {
+    #[field(default = String::new())]
+    csrf: String,
+    #[field(default = String::new())]
+    action: String,
+}
+
+/// Powers a machine on, off or cycles it through its adapter (moderators
+/// and admins); the outcome is in the machine's history.
+#[post("/machines/<id>/power", data = "<form>")]
+pub async fn machine_power(
+    viewer: Viewer,
+    power: &rocket::State<crate::api::machines::Power>,
+    id: &str,
+    form: Form<PowerForm>,
+) -> Done {
+    viewer.check_csrf(&form.csrf)?;
+    let id: MachineId = parse(id)?;
+    let action = match form.action.as_str() {
+        "on" => baas_core::ports::PowerAction::On,
+        "off" => baas_core::ports::PowerAction::Off,
+        "cycle" => baas_core::ports::PowerAction::Cycle,
+        other => {
+            return Err(UiError::invalid(format!(
+                "{other:?} is not a power action: on, off or cycle"
+            )))
+        }
+    };
+    crate::api::machines::apply_power(
+        &viewer.baas,
+        &viewer.actor,
+        power,
+        crate::api::MachineKey::Id(id),
+        action,
+    )
+    .await?;
+    go(format!("/ui/machines/{id}"))
+}

@@ -80,7 +80,9 @@ where
 /// Every machine's state, for the dashboard's live refresh.
 #[get("/live/dashboard")]
 pub async fn dashboard_json(viewer: Viewer) -> JsonOut {
-    let rows = run(&viewer, machine_rows).await?;
+    let machines = run(&viewer, |b, a| b.list_machines(a)).await?;
+    let states = viewer.power_states(&machines).await;
+    let rows = run(&viewer, move |b, a| machine_rows(b, a, &machines, &states)).await?;
     let machines: Vec<Value> = rows
         .iter()
         .map(|m| {
@@ -88,7 +90,7 @@ pub async fn dashboard_json(viewer: Viewer) -> JsonOut {
                 "id": m.id, "name": m.name, "mac": m.mac, "state": m.state,
                 "status": m.status, "job": m.job, "job_state": m.job_state,
                 "owner": m.owner, "percent": m.percent, "queued": m.queued,
-                "last_seen": m.last_seen,
+                "last_seen": m.last_seen, "offline": m.offline,
             })
         })
         .collect();

@@ -89,6 +89,7 @@ pub fn routes() -> Vec<Route> {
         actions::admin_register_machine,
         actions::admin_machine_state,
         actions::admin_gc,
+        actions::machine_power,
         live::dashboard_json,
         live::job_json,
         live::begin_upload,

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use baas_core::model::*;
-use baas_core::ports::JobFilter;
-use baas_core::services::policy::{can_cancel_job, can_write_image};
+use baas_core::ports::{JobFilter, PowerState};
+use baas_core::services::policy::{can_cancel_job, can_power, can_write_image};
+use baas_core::services::Presence;
 use baas_core::{Actor, Baas};
 use rocket::get;
 use rocket::response::content::RawHtml;
@@ -55,28 +56,47 @@ fn name_of(names: &HashMap<UserId, String>, id: UserId) -> String {
         .unwrap_or_else(|| "another user".to_string())
 }
 
-/// One dashboard row per machine (also the live JSON's source).
-pub fn machine_rows(baas: &Baas, actor: &Actor) -> baas_core::Result<Vec<MachineRow>> {
+/// One dashboard row per machine in `machines` (also the live JSON's
+/// source), with their presence from `power` (the adapters' states).
+pub fn machine_rows(
+    baas: &Baas,
+    actor: &Actor,
+    machines: &[Machine],
+    power: &HashMap<MachineId, PowerState>,
+) -> baas_core::Result<Vec<MachineRow>> {
     let names = user_names(baas, actor);
     let mut rows = Vec::new();
-    for m in baas.list_machines(actor)? {
+    for m in machines {
         let queue = baas.machine_queue(actor, m.id)?;
-        rows.push(machine_row(&m, &queue, &names));
+        let state = power.get(&m.id).copied().unwrap_or(PowerState::Unknown);
+        let presence = baas.machine_presence(m, &queue, state);
+        rows.push(machine_row(m, &queue, &names, presence));
     }
     Ok(rows)
 }
 
-fn machine_row(m: &Machine, queue: &[Job], names: &HashMap<UserId, String>) -> MachineRow {
+fn machine_row(
+    m: &Machine,
+    queue: &[Job],
+    names: &HashMap<UserId, String>,
+    presence: Presence,
+) -> MachineRow {
     let active = queue
         .iter()
         .find(|j| j.state.is_active() && j.state != JobState::Queued);
     let owner = active.map(|j| name_of(names, j.owner)).unwrap_or_default();
+    let last_seen = m.last_seen.map(when).unwrap_or_else(|| "never".into());
     MachineRow {
         id: m.id.to_string(),
         name: m.name.clone(),
         mac: m.mac.to_string(),
         state: m.state.as_str().to_string(),
-        status: machine_status(m, active, &owner),
+        status: match presence {
+            Presence::Online => machine_status(m, active, &owner),
+            Presence::PoweredOff => "offline (powered off)".into(),
+            Presence::Silent => format!("offline (last contact {last_seen})"),
+        },
+        offline: presence.is_offline(),
         job: active.map(|j| j.id.to_string()).unwrap_or_default(),
         job_short: active
             .map(|j| j.id.to_string()[..8].to_string())
@@ -87,7 +107,7 @@ fn machine_row(m: &Machine, queue: &[Job], names: &HashMap<UserId, String>) -> M
         owner,
         percent: active.map(percent).unwrap_or(0),
         queued: queue.iter().filter(|j| j.state == JobState::Queued).count(),
-        last_seen: m.last_seen.map(when).unwrap_or_else(|| "never".into()),
+        last_seen,
     }
 }
 
@@ -141,9 +161,9 @@ pub fn safe_next(next: Option<&str>) -> String {
 /// The dashboard: every machine, what it does, and the viewer's jobs.
 #[get("/")]
 pub async fn dashboard(viewer: Viewer) -> Page {
-    let (machines, jobs) = viewer
+    let machines = viewer.machine_rows().await?;
+    let jobs = viewer
         .run(|b, a| {
-            let machines = machine_rows(b, a)?;
             let names = user_names(b, a);
             let mnames = machine_names(b, a);
             let jobs = b
@@ -158,7 +178,7 @@ pub async fn dashboard(viewer: Viewer) -> Page {
                 .iter()
                 .map(|j| job_row(j, &names, &mnames))
                 .collect();
-            Ok((machines, jobs))
+            Ok(jobs)
         })
         .await?;
     page(&DashboardPage {
@@ -423,12 +443,18 @@ pub async fn setup(viewer: Viewer, id: &str) -> Page {
 #[get("/machines/<id>")]
 pub async fn machine(viewer: Viewer, id: &str) -> Page {
     let id: MachineId = parse(id)?;
-    let (m, row, queue, history) = viewer
+    let m = viewer.run(move |b, a| b.get_machine(a, id)).await?;
+    let state = viewer
+        .power_states(std::slice::from_ref(&m))
+        .await
+        .get(&m.id)
+        .copied()
+        .unwrap_or(PowerState::Unknown);
+    let (m, row, queue, history, events, may_power) = viewer
         .run(move |b, a| {
-            let m = b.get_machine(a, id)?;
             let queue = b.machine_queue(a, id)?;
             let names = user_names(b, a);
-            let row = machine_row(&m, &queue, &names);
+            let row = machine_row(&m, &queue, &names, b.machine_presence(&m, &queue, state));
             let mnames = HashMap::from([(m.id, m.name.clone())]);
             let history = b
                 .list_jobs(
@@ -444,7 +470,12 @@ pub async fn machine(viewer: Viewer, id: &str) -> Page {
                 .map(|j| job_row(j, &names, &mnames))
                 .collect();
             let queue = queue.iter().map(|j| job_row(j, &names, &mnames)).collect();
-            Ok((m, row, queue, history))
+            let events = b
+                .machine_history(a, id)?
+                .into_iter()
+                .map(|e| (when(e.at), e.kind, e.message))
+                .collect();
+            Ok((m, row, queue, history, events, can_power(a)))
         })
         .await?;
     let inv = m.inventory.clone();
@@ -502,6 +533,9 @@ pub async fn machine(viewer: Viewer, id: &str) -> Page {
             .unwrap_or_default(),
         queue,
         history,
+        events,
+        power_buttons: may_power && m.boot.power != PowerConfig::Manual,
+        csrf: viewer.csrf.clone(),
     })
 }
 
@@ -614,7 +648,8 @@ pub async fn admin_page(viewer: &Viewer, notice: String, new_secret: String) -> 
     }
     let me = viewer.actor.user_id();
     let admin = viewer.is_admin();
-    let (users, machines, usage) = viewer
+    let machines = viewer.machine_rows().await?;
+    let (users, usage) = viewer
         .run(move |b, a| {
             let users = if admin {
                 b.list_users(a)?
@@ -631,13 +666,12 @@ pub async fn admin_page(viewer: &Viewer, notice: String, new_secret: String) -> 
             } else {
                 Vec::new()
             };
-            let machines = machine_rows(b, a)?;
             let usage = if admin {
                 Some(b.storage_usage(a)?)
             } else {
                 None
             };
-            Ok((users, machines, usage))
+            Ok((users, usage))
         })
         .await?;
     page(&AdminPage {

@@ -177,6 +177,9 @@ pub struct Viewer {
     pub actor: Actor,
     /// The session's CSRF token.
     pub csrf: String,
+    /// The server's power control (power states on the pages, power
+    /// actions).
+    pub power: Option<crate::api::machines::Power>,
 }
 
 impl Viewer {
@@ -205,6 +208,26 @@ impl Viewer {
     /// Whether the user is an admin.
     pub fn is_admin(&self) -> bool {
         self.actor.at_least(baas_core::model::Role::Admin)
+    }
+
+    /// The power state of each listed machine that has a power adapter
+    /// (see [`crate::api::machines::Power::states`]).
+    pub async fn power_states(
+        &self,
+        machines: &[baas_core::model::Machine],
+    ) -> std::collections::HashMap<baas_core::model::MachineId, baas_core::ports::PowerState> {
+        match &self.power {
+            Some(p) => p.states(machines).await,
+            None => Default::default(),
+        }
+    }
+
+    /// Rows for every machine the viewer may see, with their presence.
+    pub async fn machine_rows(&self) -> Result<Vec<super::views::MachineRow>, UiError> {
+        let machines = self.run(|b, a| b.list_machines(a)).await?;
+        let states = self.power_states(&machines).await;
+        self.run(move |b, a| super::pages::machine_rows(b, a, &machines, &states))
+            .await
     }
 
     /// Runs one service call as this user on the blocking pool.
@@ -241,6 +264,7 @@ impl<'r> FromRequest<'r> for Viewer {
                 baas,
                 actor,
                 csrf: visitor.data.csrf,
+                power: req.rocket().state::<crate::api::machines::Power>().cloned(),
             }),
             Err(_) => Outcome::Error((Status::Unauthorized, ())),
         }

@@ -144,8 +144,10 @@ pub struct MachineRow {
     pub mac: String,
     /// Lifecycle state.
     pub state: String,
-    /// What it is doing, in words.
+    /// What it is doing, in words (`offline (...)` when it is).
     pub status: String,
+    /// Whether it is offline (see `baas_core::services::Presence`).
+    pub offline: bool,
     /// Its active job's id, or empty.
     pub job: String,
     /// The first 8 digits of that id.
@@ -382,6 +384,13 @@ pub struct MachinePage {
     pub queue: Vec<JobRow>,
     /// Finished jobs the viewer may see.
     pub history: Vec<JobRow>,
+    /// The machine's own history (when, kind, message), newest first.
+    pub events: Vec<(String, String, String)>,
+    /// Whether to show the power buttons: the machine has a power adapter
+    /// and the viewer may use it.
+    pub power_buttons: bool,
+    /// The session's CSRF token, for the power forms.
+    pub csrf: String,
 }
 
 /// A job's page.
