@@ -160,6 +160,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    machine_events (seq) {
+        seq -> BigInt,
+        machine_id -> Text,
+        at -> BigInt,
+        kind -> Text,
+        message -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     tokens,
@@ -173,4 +183,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     job_entries,
     job_events,
+    machine_events,
 );

@@ -29,7 +29,7 @@ pub use gc::{CompactReport, GcReport, DICTIONARY_MIN_CHUNKS};
 pub use images::{ImagePatch, NewImage};
 pub use import::ImportOptions;
 pub use jobs::{JobRequest, JobTarget};
-pub use machines::{MachinePatch, NewMachine};
+pub use machines::{MachinePatch, NewMachine, Presence, CONTACT_EVERY_MS};
 pub use schedule::{Candidate, Fit};
 pub use setups::NewSetup;
 pub use users::{NewUser, UserPatch};
@@ -60,6 +60,10 @@ pub struct Config {
     /// The longest session (reservation) a job may have, in milliseconds;
     /// also a job's session when the user asks for none.
     pub max_hold_ms: u64,
+    /// A machine expected to talk (its agent works on a job, it enrolls,
+    /// or it was power-cycled to boot) and silent for longer than this is
+    /// shown offline (milliseconds).
+    pub offline_after_ms: i64,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             enroll: EnrollPolicy::Ignore,
             boot_token_ttl_ms: 4 * 3600 * 1000,
             max_hold_ms: 24 * 3600 * 1000,
+            offline_after_ms: 3 * 60 * 1000,
         }
     }
 }
