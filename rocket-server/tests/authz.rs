@@ -618,6 +618,19 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
                 )
             }),
         ),
+        (
+            // The shared machine has no power adapter (manual): moderators
+            // and admins get the 409 that says so, everyone else 403.
+            "POST /api/v1/machines/<machine>/power",
+            [401, 403, 403, 409, 409, 403],
+            Box::new(|w| {
+                json_req(
+                    M::POST,
+                    format!("/api/v1/machines/{}/power", w.machine),
+                    json!({"action": "cycle"}),
+                )
+            }),
+        ),
         // --- the boot path: anonymous (firmware has no secret)
         (
             "GET /boot/chain.ipxe",
@@ -659,19 +672,6 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
         ),
         (
             "POST /api/v1/agent/machines/<machine>/inventory",
-        (
-            // The shared machine has no power adapter (manual): moderators
-            // and admins get the 409 that says so, everyone else 403.
-            "POST /api/v1/machines/<machine>/power",
-            [401, 403, 403, 409, 409, 403],
-            Box::new(|w| {
-                json_req(
-                    M::POST,
-                    format!("/api/v1/machines/{}/power", w.machine),
-                    json!({"action": "cycle"}),
-                )
-            }),
-        ),
             [401, 403, 403, 200, 200, 200],
             Box::new(|w| {
                 json_req(
