@@ -111,6 +111,21 @@ impl World {
             .to_string()
     }
 
+    /// A placement of the owner's that waits (no machine is in its pool).
+    fn fresh_placement(&self) -> String {
+        self.app
+            .post(
+                "/api/v1/jobs",
+                Some(self.owner()),
+                &json!({"image_id": self.image, "version": 1, "pool": format!("none{}", self.next())}),
+            )
+            .expect(202)
+            .json()["id"]
+            .as_str()
+            .expect("placement id")
+            .to_string()
+    }
+
     fn fresh_token(&self) -> String {
         self.app
             .post(
@@ -577,7 +592,7 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
         ),
         (
             "POST /api/v1/jobs",
-            [401, 409, 409, 409, 409, 403],
+            [401, 404, 202, 404, 202, 403],
             Box::new(|w| {
                 json_req(
                     M::POST,
@@ -590,6 +605,32 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
             "GET /api/v1/placement?<arch>&<min_disk_bytes>&<pool>",
             [401, 200, 200, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/api/v1/placement?arch=x86_64".into())),
+        ),
+        (
+            "GET /api/v1/placements",
+            [401, 200, 200, 200, 200, 403],
+            Box::new(|_| bare(M::GET, "/api/v1/placements".into())),
+        ),
+        (
+            "GET /api/v1/placements/<id>",
+            [401, 404, 200, 200, 200, 404],
+            Box::new(|w| {
+                bare(
+                    M::GET,
+                    format!("/api/v1/placements/{}", w.fresh_placement()),
+                )
+            }),
+        ),
+        (
+            "POST /api/v1/placements/<id>/cancel",
+            [401, 404, 200, 200, 200, 404],
+            Box::new(|w| {
+                json_req(
+                    M::POST,
+                    format!("/api/v1/placements/{}/cancel", w.fresh_placement()),
+                    json!({}),
+                )
+            }),
         ),
         (
             "POST /api/v1/machines/<machine>/accept",

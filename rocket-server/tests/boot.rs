@@ -424,19 +424,34 @@ fn jobs_go_to_any_idle_machine_that_fits_or_say_why_none_does() {
         .json();
     assert_eq!(job["machine_id"], m.as_str());
     assert_eq!(job["hold_seconds"], 60);
-    let e = app
+    let waiting = app
         .post(
             "/api/v1/jobs",
             Some(&user),
             &json!({"pool": "lab", "image_id": image}),
         )
-        .expect_error(409, "conflict");
+        .expect(202);
+    let w = waiting.json();
+    assert_eq!(
+        waiting.header("location"),
+        Some(format!("/api/v1/placements/{}", w["id"].as_str().expect("id")).as_str())
+    );
+    assert_eq!(w["state"], "waiting", "{w}");
     assert!(
-        e["error"]["message"]
+        w["reason"]
             .as_str()
             .is_some_and(|m| m.contains("lab-1: busy")),
-        "{e}"
+        "{w}"
     );
+    app.post(
+        &format!(
+            "/api/v1/placements/{}/cancel",
+            w["id"].as_str().expect("id")
+        ),
+        Some(&user),
+        &json!({}),
+    )
+    .expect(200);
     let list = app
         .get("/api/v1/placement?pool=lab", Some(&user))
         .expect(200)
@@ -448,7 +463,7 @@ fn jobs_go_to_any_idle_machine_that_fits_or_say_why_none_does() {
         "{list}"
     );
     app.post("/api/v1/jobs", Some(&user), &json!({"pool": "lab"}))
-        .expect_error(400, "invalid_input");
+        .expect_error(422, "invalid_input");
 
     // A window that opens in an hour: queued, but not booted for yet.
     app.post(
@@ -474,4 +489,190 @@ fn jobs_go_to_any_idle_machine_that_fits_or_say_why_none_does() {
     .expect(200);
     let s = boot(&app, "52:54:00:b0:07:21", None);
     assert!(s.contains("starts at") && s.contains("sanboot"), "{s}");
+}
+
+/// A placement no machine fits now waits, says why, and is bound when a
+/// machine frees up or joins; it is cancelled while waiting; what can never
+/// be valid is refused with 422.
+#[test]
+fn placements_wait_say_why_and_bind_when_a_machine_fits() {
+    let app = TestApp::spawn_with(|s| s.power_every = None);
+    let lab1 = app
+        .post(
+            "/api/v1/machines",
+            Some(&app.admin),
+            &json!({"mac": "52:54:00:b0:08:01", "name": "lab-1", "pool": "lab"}),
+        )
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (_, alice) = app.user("alice", "user");
+    let (_, bob) = app.user("bob", "user");
+    let img_a = app.post_image(&alice, "a", 1 << 20);
+    app.upload(&alice, &img_a, &[5u8; 50_000]).expect(201);
+    let img_b = app.post_image(&bob, "b", 1 << 20);
+    app.upload(&bob, &img_b, &[6u8; 50_000]).expect(201);
+    let first = app
+        .post(
+            "/api/v1/jobs",
+            Some(&alice),
+            &json!({"pool": "lab", "image_id": img_a, "version": 1}),
+        )
+        .expect(201)
+        .json();
+    assert_eq!(first["machine_id"], lab1.as_str());
+    // Bob waits behind alice; and for a 64 GiB disk nobody has.
+    let waiting = app
+        .post(
+            "/api/v1/jobs",
+            Some(&bob),
+            &json!({"pool": "lab", "image_id": img_b, "version": 1, "hold_seconds": 600}),
+        )
+        .expect(202)
+        .json();
+    let id = waiting["id"].as_str().expect("id").to_string();
+    assert_eq!(waiting["job_id"], Value::Null);
+    let big = app
+        .post(
+            "/api/v1/jobs",
+            Some(&bob),
+            &json!({"image_id": img_b, "min_disk_bytes": 64u64 << 30}),
+        )
+        .expect(202)
+        .json();
+    assert!(
+        big["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no accepted machine has a disk of at least 64 GiB")),
+        "{big}"
+    );
+    let list = app
+        .get("/api/v1/placements", Some(&alice))
+        .expect(200)
+        .json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| p["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        ids,
+        [id.as_str(), big["id"].as_str().expect("id")],
+        "oldest first"
+    );
+    assert!(
+        list[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("only fitting machine is busy") && r.contains("lab-1")),
+        "{list}"
+    );
+    app.get(&format!("/api/v1/placements/{id}"), Some(&alice))
+        .expect_error(404, "not_found");
+    app.get(&format!("/api/v1/jobs/{id}"), Some(&bob))
+        .expect_error(404, "not_found");
+    let e = app
+        .post(&format!("/api/v1/jobs/{id}/cancel"), Some(&bob), &json!({}))
+        .expect_error(409, "conflict");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("placement")),
+        "{e}"
+    );
+
+    // Alice cancels: bob's placement becomes a job on lab-1, same id.
+    app.post(
+        &format!("/api/v1/jobs/{}/cancel", first["id"].as_str().expect("id")),
+        Some(&alice),
+        &json!({}),
+    )
+    .expect(200);
+    let job = app
+        .get(&format!("/api/v1/jobs/{id}"), Some(&bob))
+        .expect(200)
+        .json();
+    assert_eq!(job["machine_id"], lab1.as_str());
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["hold_seconds"], 600);
+    let p = app
+        .get(&format!("/api/v1/placements/{id}"), Some(&bob))
+        .expect(200)
+        .json();
+    assert_eq!(
+        (p["state"].as_str(), p["job_id"].as_str()),
+        (Some("bound"), Some(id.as_str()))
+    );
+    app.post(
+        &format!("/api/v1/placements/{id}/cancel"),
+        Some(&bob),
+        &json!({}),
+    )
+    .expect_error(409, "conflict");
+
+    // A machine that joins the pool takes the next one at its first boot.
+    let late = app
+        .post(
+            "/api/v1/jobs",
+            Some(&alice),
+            &json!({"pool": "lab", "image_id": img_a, "version": 1}),
+        )
+        .expect(202)
+        .json();
+    let late_id = late["id"].as_str().expect("id");
+    app.post(
+        "/api/v1/machines",
+        Some(&app.admin),
+        &json!({"mac": "52:54:00:b0:08:02", "name": "lab-2", "pool": "lab"}),
+    )
+    .expect(201);
+    let script = boot(&app, "52:54:00:b0:08:02", None);
+    assert!(
+        script.contains(&format!("job {late_id} is next")) && script.contains("baas.token="),
+        "{script}"
+    );
+
+    // Cancelled while waiting: gone from the list, never bound.
+    let c = app
+        .post(
+            &format!(
+                "/api/v1/placements/{}/cancel",
+                big["id"].as_str().expect("id")
+            ),
+            Some(&bob),
+            &json!({}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(c["state"], "cancelled");
+    assert!(
+        c["error"].as_str().is_some_and(|e| e.contains("bob")),
+        "{c}"
+    );
+    let list = app.get("/api/v1/placements", Some(&bob)).expect(200).json();
+    assert_eq!(list, json!([]));
+
+    // Input no machine could ever satisfy: 422, naming the field.
+    for (body, field) in [
+        (json!({"arch": "x y", "image_id": img_a}), "arch"),
+        (json!({"pool": "a\u{7}b", "image_id": img_a}), "pool"),
+        (
+            json!({"image_id": img_a, "hold_seconds": 0}),
+            "hold_seconds",
+        ),
+    ] {
+        let e = app
+            .post("/api/v1/jobs", Some(&alice), &body)
+            .expect_error(422, "invalid_input");
+        assert_eq!(e["error"]["field"], field, "{e}");
+    }
+    assert_eq!(
+        app.get("/api/v1/placements", Some(&alice))
+            .expect(200)
+            .json(),
+        json!([]),
+        "refused requests leave nothing behind"
+    );
 }

@@ -19,6 +19,7 @@ struct State {
     setups: HashMap<SetupId, Setup>,
     machines: HashMap<MachineId, Machine>,
     jobs: BTreeMap<i64, Job>,
+    placements: BTreeMap<i64, Placement>,
     events: HashMap<JobId, Vec<JobEvent>>,
     machine_events: HashMap<MachineId, Vec<JobEvent>>,
     next_seq: i64,
@@ -155,6 +156,7 @@ impl MetadataStore for MemoryMetadataStore {
             .map(|j| j.id)
             .collect();
         s.jobs.retain(|_, j| j.owner != id);
+        s.placements.retain(|_, p| p.owner != id);
         for j in gone {
             s.events.remove(&j);
         }
@@ -697,6 +699,118 @@ impl BootQueue for MemoryMetadataStore {
 
     fn events(&self, id: JobId) -> Result<Vec<JobEvent>> {
         Ok(self.lock()?.events.get(&id).cloned().unwrap_or_default())
+    }
+
+    fn insert_placement(&self, placement: &Placement) -> Result<Placement> {
+        let mut s = self.lock()?;
+        if placement.state != PlacementState::Waiting {
+            return Err(Error::invalid(
+                "state",
+                format!("a new placement must be waiting, not {}", placement.state),
+            ));
+        }
+        if !s.users.contains_key(&placement.owner) {
+            return Err(Error::not_found(format!("user {}", placement.owner)));
+        }
+        if s.placements.values().any(|p| p.id == placement.id)
+            || s.jobs.values().any(|j| j.id == placement.id)
+        {
+            return Err(Error::conflict(format!(
+                "a placement or job with id {} already exists",
+                placement.id
+            )));
+        }
+        s.next_seq += 1;
+        let mut p = placement.clone();
+        p.seq = s.next_seq;
+        s.placements.insert(p.seq, p.clone());
+        Ok(p)
+    }
+
+    fn placement(&self, id: JobId) -> Result<Option<Placement>> {
+        Ok(self
+            .lock()?
+            .placements
+            .values()
+            .find(|p| p.id == id)
+            .cloned())
+    }
+
+    fn placements(&self, states: &[PlacementState]) -> Result<Vec<Placement>> {
+        Ok(self
+            .lock()?
+            .placements
+            .values()
+            .filter(|p| states.is_empty() || states.contains(&p.state))
+            .cloned()
+            .collect())
+    }
+
+    fn bind_placement(&self, job: &Job) -> Result<Job> {
+        let mut s = self.lock()?;
+        let p = s
+            .placements
+            .values()
+            .find(|p| p.id == job.id)
+            .ok_or_else(|| Error::not_found(format!("placement {}", job.id)))?;
+        if p.state != PlacementState::Waiting {
+            return Err(Error::conflict(format!(
+                "placement {} is {}, not waiting",
+                job.id, p.state
+            )));
+        }
+        let seq = p.seq;
+        match s.machines.get(&job.machine) {
+            None => return Err(Error::not_found(format!("machine {}", job.machine))),
+            Some(m) if m.state != MachineState::Ready => {
+                return Err(Error::conflict(format!(
+                    "machine {} is {}",
+                    m.name,
+                    m.state.as_str()
+                )))
+            }
+            Some(_) => {}
+        }
+        if s.pending_jobs().any(|j| j.machine == job.machine) {
+            return Err(Error::conflict(format!("machine {} is busy", job.machine)));
+        }
+        if !s.users.contains_key(&job.owner) {
+            return Err(Error::not_found(format!("user {}", job.owner)));
+        }
+        if let Some(p) = s.placements.get_mut(&seq) {
+            p.state = PlacementState::Bound;
+            p.machine = Some(job.machine);
+            p.finished_at = Some(job.created_at);
+        }
+        s.next_seq += 1;
+        let mut job = job.clone();
+        job.seq = s.next_seq;
+        s.jobs.insert(job.seq, job.clone());
+        s.events.entry(job.id).or_default().push(JobEvent {
+            at: job.created_at,
+            kind: "queued".into(),
+            message: "queued".into(),
+        });
+        Ok(job)
+    }
+
+    fn cancel_placement(&self, id: JobId, reason: &str, at: Timestamp) -> Result<Placement> {
+        let mut s = self.lock()?;
+        let p = s
+            .placements
+            .values_mut()
+            .find(|p| p.id == id)
+            .ok_or_else(|| Error::not_found(format!("placement {id}")))?;
+        if p.state != PlacementState::Waiting {
+            return Err(Error::conflict(format!(
+                "placement {id} is {}, not waiting",
+                p.state
+            )));
+        }
+        p.state = PlacementState::Cancelled;
+        p.error = Some(reason.to_string());
+        p.finished_at = Some(at);
+        Ok(p.clone())
     }
 }
 

@@ -25,6 +25,7 @@ use baas_core::Result;
 mod db;
 mod error;
 mod metadata;
+mod placement;
 mod queue;
 mod rows;
 mod schema;

@@ -129,6 +129,72 @@ fn hold_version(c: &mut DbConnection, image: ImageId, version: u32) -> Tx<()> {
     }
 }
 
+/// Inserts a queued job with its entries and `queued` event, after
+/// checking (and on PostgreSQL locking) what it refers to.
+pub(crate) fn insert_job(
+    c: &mut DbConnection,
+    job: &Job,
+    row: &NewJobRow,
+    entries: &[JobEntryRow],
+) -> Tx<Job> {
+    if let DbConnection::Postgres(pg) = c {
+        // Take the key-share locks the foreign keys would take
+        // anyway, but first: `delete_user` locks the user before
+        // the versions, so this order cannot deadlock with it.
+        users::table
+            .filter(users::id.eq(&row.owner_id))
+            .select(users::id)
+            .for_key_share()
+            .load::<String>(pg)?;
+        machines::table
+            .filter(machines::id.eq(&row.machine_id))
+            .select(machines::id)
+            .for_key_share()
+            .load::<String>(pg)?;
+    }
+    let machine = machines::table
+        .filter(machines::id.eq(&row.machine_id))
+        .select(machines::id)
+        .first::<String>(c)
+        .optional()?;
+    if machine.is_none() {
+        return Err(Error::not_found(format!("machine {}", job.machine)).into());
+    }
+    if !user_exists(c, &row.owner_id)? {
+        return Err(Error::not_found(format!("user {}", job.owner)).into());
+    }
+    for e in &job.entries {
+        hold_version(c, e.image, e.version)?;
+    }
+    diesel::insert_into(jobs::table)
+        .values(row)
+        .execute(c)
+        .map_err(|e| {
+            if duplicate(&e, &["jobs.id", "jobs_id_key"]) {
+                Error::conflict(format!("a job with id {} already exists", job.id)).into()
+            } else {
+                TxError::from(e)
+            }
+        })?;
+    // One row at a time: the multi-backend connection has no batch
+    // insert.
+    for entry in entries {
+        diesel::insert_into(job_entries::table)
+            .values(entry)
+            .execute(c)?;
+    }
+    insert_event(
+        c,
+        job.id,
+        &JobEvent {
+            at: job.created_at,
+            kind: JobState::Queued.as_str().to_string(),
+            message: "queued".to_string(),
+        },
+    )?;
+    reload_job(c, job.id)
+}
+
 impl BootQueue for DieselMetadataStore {
     fn enqueue(&self, job: &Job) -> Result<Job> {
         if job.state != JobState::Queued {
@@ -140,62 +206,7 @@ impl BootQueue for DieselMetadataStore {
         let row = NewJobRow::new(job)?;
         let entries = JobEntryRow::all(job);
         self.write(&format!("queueing job {}", job.id), |c| {
-            if let DbConnection::Postgres(pg) = c {
-                // Take the key-share locks the foreign keys would take
-                // anyway, but first: `delete_user` locks the user before
-                // the versions, so this order cannot deadlock with it.
-                users::table
-                    .filter(users::id.eq(&row.owner_id))
-                    .select(users::id)
-                    .for_key_share()
-                    .load::<String>(pg)?;
-                machines::table
-                    .filter(machines::id.eq(&row.machine_id))
-                    .select(machines::id)
-                    .for_key_share()
-                    .load::<String>(pg)?;
-            }
-            let machine = machines::table
-                .filter(machines::id.eq(&row.machine_id))
-                .select(machines::id)
-                .first::<String>(c)
-                .optional()?;
-            if machine.is_none() {
-                return Err(Error::not_found(format!("machine {}", job.machine)).into());
-            }
-            if !user_exists(c, &row.owner_id)? {
-                return Err(Error::not_found(format!("user {}", job.owner)).into());
-            }
-            for e in &job.entries {
-                hold_version(c, e.image, e.version)?;
-            }
-            diesel::insert_into(jobs::table)
-                .values(&row)
-                .execute(c)
-                .map_err(|e| {
-                    if duplicate(&e, &["jobs.id", "jobs_id_key"]) {
-                        Error::conflict(format!("a job with id {} already exists", job.id)).into()
-                    } else {
-                        TxError::from(e)
-                    }
-                })?;
-            // One row at a time: the multi-backend connection has no batch
-            // insert.
-            for entry in &entries {
-                diesel::insert_into(job_entries::table)
-                    .values(entry)
-                    .execute(c)?;
-            }
-            insert_event(
-                c,
-                job.id,
-                &JobEvent {
-                    at: job.created_at,
-                    kind: JobState::Queued.as_str().to_string(),
-                    message: "queued".to_string(),
-                },
-            )?;
-            reload_job(c, job.id)
+            insert_job(c, job, &row, &entries)
         })
     }
 
@@ -391,6 +402,33 @@ impl BootQueue for DieselMetadataStore {
                 .order(job_events::seq.asc())
                 .load(c)?;
             Ok(rows.into_iter().map(JobEventRow::into_model).collect())
+        })
+    }
+
+    fn insert_placement(&self, p: &Placement) -> Result<Placement> {
+        self.write(&format!("recording placement {}", p.id), |c| {
+            crate::placement::insert(c, p)
+        })
+    }
+
+    fn placement(&self, id: JobId) -> Result<Option<Placement>> {
+        self.read("reading a placement", |c| crate::placement::get(c, id))
+    }
+
+    fn placements(&self, states: &[PlacementState]) -> Result<Vec<Placement>> {
+        self.read("listing placements", |c| crate::placement::list(c, states))
+    }
+
+    fn bind_placement(&self, job: &Job) -> Result<Job> {
+        self.write(
+            &format!("binding placement {} to machine {}", job.id, job.machine),
+            |c| crate::placement::bind(c, job),
+        )
+    }
+
+    fn cancel_placement(&self, id: JobId, reason: &str, at: Timestamp) -> Result<Placement> {
+        self.write(&format!("cancelling placement {id}"), |c| {
+            crate::placement::cancel(c, id, reason, at)
         })
     }
 }

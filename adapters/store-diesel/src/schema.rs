@@ -170,6 +170,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    placements (seq) {
+        seq -> BigInt,
+        id -> Text,
+        owner_id -> Text,
+        state -> Text,
+        request -> Text,
+        machine_id -> Nullable<Text>,
+        error -> Nullable<Text>,
+        created_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     tokens,
@@ -183,5 +197,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     job_entries,
     job_events,
+    placements,
     machine_events,
 );

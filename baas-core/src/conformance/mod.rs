@@ -163,7 +163,8 @@ macro_rules! metadata_store_conformance {
         $crate::__conformance_cases!($make, queue:
             enqueue_assigns_increasing_seq, take_next_is_fifo_and_one_at_a_time,
             take_next_hands_out_each_job_once_under_concurrency, transition_is_compare_and_set,
-            progress_events_and_filters, queue_matches_model, sessions_and_machine_boot_round_trip);
+            progress_events_and_filters, queue_matches_model, sessions_and_machine_boot_round_trip,
+            placements_bind_only_waiting_to_idle_machines, binding_is_atomic_under_concurrency);
     };
 }
 
@@ -192,8 +193,8 @@ macro_rules! services_conformance {
             gc_spares_chunks_of_an_import_in_progress, authorization_rules, tokens_authenticate_until_revoked,
             queue_flow_and_capture_rules, range_reads_and_latest, compaction_saves_space_and_keeps_bytes,
             compaction_dictionary_outlives_every_frame_that_needs_it,
+            machine_presence_and_power_by_hand, sharing_with_named_users,
             boot_decisions_enrollment_sessions_and_power, neutral_state_after_jobs,
-            machine_presence_and_power_by_hand,
             placement_on_any_machine_that_fits, jobs_wait_for_their_window);
     };
 }

@@ -458,3 +458,233 @@ pub fn sessions_and_machine_boot_round_trip(s: &Subject) {
         assert_eq!(back.boot, boot);
     }
 }
+
+/// A waiting placement (not yet stored) asking for any machine.
+fn placement(owner: UserId, entries: Vec<JobEntry>, at: i64) -> Placement {
+    Placement {
+        id: JobId(fresh_uuid()),
+        seq: 0,
+        owner,
+        fit: Fit {
+            arch: Some(Arch::X86_64),
+            min_disk_bytes: 64 << 30,
+            pool: Some("gpu".into()),
+        },
+        setup: None,
+        entries,
+        session: Session {
+            hold_ms: Some(60_000),
+            not_before: Some(Timestamp(at + 5)),
+            ..Session::default()
+        },
+        state: PlacementState::Waiting,
+        machine: None,
+        error: None,
+        created_at: Timestamp(at),
+        finished_at: None,
+    }
+}
+
+/// The job a placement becomes on `machine`.
+fn bound_job(p: &Placement, machine: MachineId, at: i64) -> Job {
+    Job {
+        id: p.id,
+        session: p.session,
+        ..job(machine, p.owner, p.entries.clone(), at)
+    }
+}
+
+/// Placements round-trip; `bind_placement` binds a waiting placement only
+/// to an accepted, idle machine, and a cancelled or bound one never again.
+pub fn placements_bind_only_waiting_to_idle_machines(s: &Subject) {
+    let w = world(s);
+    let q = &*s.queue;
+    let p1 = q
+        .insert_placement(&placement(w.owner.id, vec![w.entry.clone()], 100))
+        .expect("insert");
+    let p2 = q
+        .insert_placement(&placement(w.owner.id, vec![w.entry.clone()], 101))
+        .expect("insert");
+    assert!(p2.seq > p1.seq, "seq increases");
+    let read = q.placement(p1.id).expect("read").expect("stored");
+    assert_eq!(read, p1, "round trip");
+    assert_eq!(q.placement(JobId(fresh_uuid())).expect("read"), None);
+    let waiting: Vec<JobId> = q
+        .placements(&[PlacementState::Waiting])
+        .expect("list")
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    let i1 = waiting
+        .iter()
+        .position(|id| *id == p1.id)
+        .expect("p1 waits");
+    let i2 = waiting
+        .iter()
+        .position(|id| *id == p2.id)
+        .expect("p2 waits");
+    assert!(i1 < i2, "oldest first");
+    assert_eq!(
+        q.insert_placement(&p1).expect_err("same id").kind(),
+        ErrorKind::Conflict
+    );
+
+    let m = add_machine(&*s.meta);
+    let job = q.bind_placement(&bound_job(&p1, m.id, 200)).expect("bind");
+    assert_eq!(
+        (job.id, job.machine, job.state),
+        (p1.id, m.id, JobState::Queued)
+    );
+    assert_eq!(job.session, p1.session);
+    assert_eq!(q.job(p1.id).expect("read"), Some(job.clone()));
+    let now = q.placement(p1.id).expect("read").expect("stored");
+    assert_eq!(now.state, PlacementState::Bound);
+    assert_eq!(now.machine, Some(m.id));
+    assert_eq!(now.finished_at, Some(Timestamp(200)));
+    assert!(!q
+        .placements(&[PlacementState::Waiting])
+        .expect("list")
+        .iter()
+        .any(|p| p.id == p1.id));
+
+    // The machine is taken: p2 stays waiting.
+    let e = q
+        .bind_placement(&bound_job(&p2, m.id, 201))
+        .expect_err("busy");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e:?}");
+    assert_eq!(
+        q.placement(p2.id).expect("read").expect("stored").state,
+        PlacementState::Waiting
+    );
+    assert_eq!(q.job(p2.id).expect("read"), None, "nothing left behind");
+    // Bound already: never again, not even elsewhere.
+    let other = add_machine(&*s.meta);
+    assert_eq!(
+        q.bind_placement(&bound_job(&p1, other.id, 202))
+            .expect_err("bound")
+            .kind(),
+        ErrorKind::Conflict
+    );
+    // A machine that is not accepted takes nothing.
+    let mut pending = add_machine(&*s.meta);
+    pending.state = MachineState::Pending;
+    s.meta.update_machine(&pending).expect("update");
+    assert_eq!(
+        q.bind_placement(&bound_job(&p2, pending.id, 203))
+            .expect_err("pending")
+            .kind(),
+        ErrorKind::Conflict
+    );
+    // Cancel: only while waiting.
+    let c = q
+        .cancel_placement(p2.id, "cancelled by alice", Timestamp(204))
+        .expect("cancel");
+    assert_eq!(c.state, PlacementState::Cancelled);
+    assert_eq!(c.error.as_deref(), Some("cancelled by alice"));
+    assert_eq!(c.finished_at, Some(Timestamp(204)));
+    assert_eq!(
+        q.bind_placement(&bound_job(&p2, other.id, 205))
+            .expect_err("cancelled")
+            .kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        q.cancel_placement(p1.id, "late", Timestamp(206))
+            .expect_err("bound")
+            .kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        q.cancel_placement(JobId(fresh_uuid()), "x", Timestamp(207))
+            .expect_err("missing")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    // Once the machine's job ends, it is idle again.
+    let p3 = q
+        .insert_placement(&placement(w.owner.id, vec![w.entry.clone()], 300))
+        .expect("insert");
+    q.take_next(m.id, Timestamp(301))
+        .expect("take")
+        .expect("job");
+    finish(q, p1.id);
+    q.bind_placement(&bound_job(&p3, m.id, 302))
+        .expect("idle again");
+}
+
+/// Threads racing to bind: many placements to one idle machine, and one
+/// placement to many machines. Exactly one wins each race (as two servers
+/// on one database would).
+pub fn binding_is_atomic_under_concurrency(s: &Subject) {
+    let w = world(s);
+    let m = add_machine(&*s.meta);
+    let ps: Vec<Placement> = (0..8)
+        .map(|i| {
+            s.queue
+                .insert_placement(&placement(w.owner.id, vec![w.entry.clone()], i))
+                .expect("insert")
+        })
+        .collect();
+    let handles: Vec<_> = ps
+        .iter()
+        .map(|p| {
+            let (queue, job) = (s.queue.clone(), bound_job(p, m.id, 50));
+            std::thread::spawn(move || queue.bind_placement(&job).map_err(|e| e.kind()))
+        })
+        .collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || *r == Err(ErrorKind::Conflict)));
+    let on_m = s
+        .queue
+        .jobs(&JobFilter {
+            machine: Some(m.id),
+            ..JobFilter::default()
+        })
+        .expect("jobs");
+    assert_eq!(on_m.len(), 1, "one machine, one placement");
+
+    let machines: Vec<Machine> = (0..6).map(|_| add_machine(&*s.meta)).collect();
+    let p = s
+        .queue
+        .insert_placement(&placement(w.owner.id, vec![w.entry.clone()], 60))
+        .expect("insert");
+    let handles: Vec<_> = machines
+        .iter()
+        .map(|m| {
+            let (queue, job) = (s.queue.clone(), bound_job(&p, m.id, 61));
+            std::thread::spawn(move || queue.bind_placement(&job).map_err(|e| e.kind()))
+        })
+        .collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    let jobs: usize = machines
+        .iter()
+        .map(|m| {
+            s.queue
+                .jobs(&JobFilter {
+                    machine: Some(m.id),
+                    ..JobFilter::default()
+                })
+                .expect("jobs")
+                .len()
+        })
+        .sum();
+    assert_eq!(jobs, 1, "one placement, one machine");
+}

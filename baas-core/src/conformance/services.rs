@@ -1524,6 +1524,20 @@ pub fn neutral_state_after_jobs(s: &ServicesSubject) {
     );
 }
 
+fn job_of(p: Placed, why: &str) -> Job {
+    match p {
+        Placed::Job(j) => j,
+        other => panic!("{why}: {other:?}"),
+    }
+}
+
+fn waiting_of(p: Placed, why: &str) -> (Placement, String) {
+    match p {
+        Placed::Waiting { placement, reason } => (placement, reason),
+        other => panic!("{why}: {other:?}"),
+    }
+}
+
 /// Placement on any machine that fits: architecture, pool, the largest
 /// reported disk, and idleness; when none fits, each machine's reason.
 pub fn placement_on_any_machine_that_fits(s: &ServicesSubject) {
@@ -1583,21 +1597,70 @@ pub fn placement_on_any_machine_that_fits(s: &ServicesSubject) {
         min_disk_bytes: 100 << 30,
         pool: Some(pool.clone()),
     };
-    let job = b
+    let bobs_image = new_image(&b, &p.bob, 4096);
+    let placed = |who: &Actor, fit: &Fit| {
+        b.place_job(
+            who,
+            fit,
+            if *who == p.bob {
+                JobTarget::Image {
+                    image: bobs_image.id,
+                    version: VersionRef::Number(0),
+                    disk: None,
+                    capture: false,
+                }
+            } else {
+                target()
+            },
+            None,
+            None,
+        )
+        .expect("accepted")
+    };
+    let job = match b
         .place_job(&p.alice, &fit, target(), Some(60_000), None)
-        .expect("placed");
+        .expect("placed")
+    {
+        Placed::Job(j) => j,
+        other => panic!("an idle machine fits: {other:?}"),
+    };
     assert_eq!(job.machine, big.id);
     assert_eq!(job.session.hold_ms, Some(60_000));
-    let e = b
-        .place_job(&p.bob, &fit, target(), None, None)
-        .expect_err("nothing fits now");
-    assert_eq!(e.kind(), ErrorKind::Conflict);
-    assert!(e.message().contains("busy"), "{}", e.message());
-    assert!(e.message().contains("largest disk"), "{}", e.message());
-    assert!(
-        e.message().contains("architecture aarch64"),
-        "{}",
-        e.message()
+    let bound = b.get_placement(&p.alice, job.id).expect("kept");
+    assert_eq!(bound.placement.state, PlacementState::Bound);
+    assert_eq!(bound.placement.machine, Some(big.id));
+    assert!(bound.reason.is_none());
+
+    // Nothing fits now: bob's request waits, saying why.
+    let (waiting, reason) = waiting_of(placed(&p.bob, &fit), "nothing fits now");
+    assert_eq!(waiting.state, PlacementState::Waiting);
+    assert!(reason.contains("only fitting machine is busy"), "{reason}");
+    assert!(reason.contains(&job.id.to_string()), "{reason}");
+    assert!(reason.contains("largest disk"), "{reason}");
+    assert!(reason.contains("architecture aarch64"), "{reason}");
+    assert_eq!(
+        b.get_job(&p.bob, waiting.id)
+            .expect_err("no job yet")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    let listed = b.waiting_placements(&p.alice).expect("anyone lists");
+    let mine = listed
+        .iter()
+        .find(|w| w.placement.id == waiting.id)
+        .expect("listed");
+    assert!(mine.reason.as_deref().is_some_and(|r| r.contains("busy")));
+    assert_eq!(
+        b.get_placement(&p.alice, waiting.id)
+            .expect_err("not hers")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.cancel_job(&p.bob, waiting.id)
+            .expect_err("a placement")
+            .kind(),
+        ErrorKind::Conflict
     );
     let why = b.machines_for(&p.bob, &fit).expect("candidates");
     let reason = |id: MachineId| {
@@ -1615,21 +1678,104 @@ pub fn placement_on_any_machine_that_fits(s: &ServicesSubject) {
         ..fit.clone()
     };
     assert_eq!(
-        b.place_job(&p.alice, &smaller, target(), None, None)
-            .expect("placed")
-            .machine,
+        job_of(placed(&p.alice, &smaller), "placed").machine,
         small.id,
         "the idle machine that fits"
     );
-    let nowhere = Fit {
-        pool: Some(format!("none-{}", super::suffix())),
-        ..Fit::default()
-    };
+    // Alice's job ends: bob's placement gets the machine at once, as a
+    // job with the placement's id.
+    b.cancel_job(&p.alice, job.id).expect("cancel");
+    let bobs = b.get_job(&p.bob, waiting.id).expect("bound on cancel");
+    assert_eq!((bobs.machine, bobs.state), (big.id, JobState::Queued));
+    assert_eq!(bobs.owner, waiting.owner);
+    assert!(b
+        .job_events(&p.bob, bobs.id)
+        .expect("timeline")
+        .iter()
+        .any(|e| e.kind == "placed"));
     assert_eq!(
-        b.place_job(&p.alice, &nowhere, target(), None, None)
-            .expect_err("no pool")
+        b.get_placement(&p.bob, waiting.id)
+            .expect("kept")
+            .placement
+            .state,
+        PlacementState::Bound
+    );
+    assert_eq!(
+        b.cancel_placement(&p.bob, waiting.id)
+            .expect_err("bound: cancel the job")
             .kind(),
         ErrorKind::Conflict
+    );
+
+    // A pool no machine is in: waits; a machine joining it takes it at the
+    // server's next pass; a cancelled placement is never bound.
+    let late = format!("late-{}", super::suffix());
+    let nowhere = Fit {
+        pool: Some(late.clone()),
+        ..Fit::default()
+    };
+    let (first, reason) = waiting_of(placed(&p.alice, &nowhere), "no pool");
+    assert!(
+        reason.contains(&format!("no accepted machine has pool {late}")),
+        "{reason}"
+    );
+    let (second, _) = waiting_of(placed(&p.alice, &nowhere), "no pool");
+    let (third, _) = waiting_of(placed(&p.bob, &nowhere), "no pool");
+    assert_eq!(
+        b.cancel_placement(&p.bob, first.id)
+            .expect_err("not his")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    let c = b.cancel_placement(&p.alice, first.id).expect("cancel");
+    assert_eq!(c.state, PlacementState::Cancelled);
+    assert_eq!(
+        b.cancel_placement(&p.alice, first.id)
+            .expect_err("twice")
+            .kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        b.bind_waiting(&p.admin).expect_err("the server's").kind(),
+        ErrorKind::Forbidden
+    );
+    let joined = machine(Arch::X86_64, Some(late.clone()), None);
+    let bound = b.bind_waiting(&Actor::System).expect("pass");
+    let ids: Vec<JobId> = bound.iter().map(|j| j.id).collect();
+    assert!(ids.contains(&second.id), "the oldest waiting one");
+    assert!(!ids.contains(&first.id) && !ids.contains(&third.id));
+    assert_eq!(
+        b.get_job(&p.alice, second.id).expect("job").machine,
+        joined.id
+    );
+    let reason = b
+        .get_placement(&p.bob, third.id)
+        .expect("waits")
+        .reason
+        .expect("why");
+    assert!(reason.contains("only fitting machine is busy"), "{reason}");
+
+    // Input that can never be valid is refused; agents do not queue.
+    assert_eq!(
+        b.place_job(&p.alice, &fit, target(), Some(0), None)
+            .expect_err("zero session")
+            .kind(),
+        ErrorKind::Invalid
+    );
+    assert_eq!(
+        b.place_job(
+            &p.alice,
+            &Fit {
+                pool: Some("bad pool\n".into()),
+                ..Fit::default()
+            },
+            target(),
+            None,
+            None
+        )
+        .expect_err("bad pool")
+        .kind(),
+        ErrorKind::Invalid
     );
     assert_eq!(
         b.place_job(
@@ -1870,4 +2016,72 @@ pub fn machine_presence_and_power_by_hand(s: &ServicesSubject) {
         b.machine_history(&agent, m.id).expect_err("agents").kind(),
         ErrorKind::Forbidden
     );
+}
+
+/// Sharing by login name: only the owner (or an admin) manages the list; a
+/// private image becomes shared; the named user reads it until unshared;
+/// unknown names and the owner's own name are `Invalid`.
+pub fn sharing_with_named_users(s: &ServicesSubject) {
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 4096);
+    let bob_name = match &p.bob {
+        Actor::User { name, .. } => name.clone(),
+        _ => unreachable!("bob is a user"),
+    };
+    let alice_name = match &p.alice {
+        Actor::User { name, .. } => name.clone(),
+        _ => unreachable!("alice is a user"),
+    };
+    assert_eq!(
+        b.get_image(&p.bob, img.id).expect_err("private").kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.share_image_with(&p.bob, img.id, &bob_name)
+            .expect_err("not his")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    for bad in ["", "nobody-by-this-name", alice_name.as_str()] {
+        assert_eq!(
+            b.share_image_with(&p.alice, img.id, bad)
+                .expect_err(bad)
+                .kind(),
+            ErrorKind::Invalid,
+            "{bad:?}"
+        );
+    }
+    let shared = b
+        .share_image_with(&p.alice, img.id, &bob_name)
+        .expect("share");
+    assert_eq!(shared.visibility, Visibility::Shared);
+    b.share_image_with(&p.alice, img.id, &format!(" {bob_name} "))
+        .expect("twice is once");
+    assert_eq!(
+        b.image_shared_names(&p.alice, img.id).expect("names"),
+        [bob_name.clone()]
+    );
+    assert_eq!(
+        b.image_shared_names(&p.bob, img.id)
+            .expect_err("readers do not manage the list")
+            .kind(),
+        ErrorKind::Forbidden
+    );
+    b.get_image(&p.bob, img.id).expect("bob reads it");
+    assert!(b
+        .list_images(&p.bob, None)
+        .expect("list")
+        .iter()
+        .any(|i| i.id == img.id));
+    b.unshare_image_from(&p.alice, img.id, &bob_name)
+        .expect("unshare");
+    assert_eq!(
+        b.get_image(&p.bob, img.id).expect_err("unshared").kind(),
+        ErrorKind::NotFound
+    );
+    assert!(b
+        .image_shared_names(&p.admin, img.id)
+        .expect("admins manage it too")
+        .is_empty());
 }

@@ -6,6 +6,7 @@ pub mod ids;
 pub mod image;
 pub mod job;
 pub mod machine;
+pub mod placement;
 pub mod setup;
 pub mod user;
 
@@ -13,6 +14,7 @@ pub use ids::*;
 pub use image::*;
 pub use job::*;
 pub use machine::*;
+pub use placement::*;
 pub use setup::*;
 pub use user::*;
 

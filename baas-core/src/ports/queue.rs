@@ -25,6 +25,11 @@ pub struct JobFilter {
 /// - `transition` is compare-and-set on the state and records the event in
 ///   the same transaction: it fails with `Conflict` when the job is not in
 ///   one of `from`.
+/// - `bind_placement` turns a waiting placement into a queued job on a
+///   machine only if, in the same transaction, the placement is still
+///   waiting and the machine is accepted and idle (no queued or active
+///   job): two binders (threads or servers) never give one machine to two
+///   placements, and a cancelled placement is never bound.
 pub trait BootQueue: Send + Sync + std::fmt::Debug {
     /// Appends a queued job; the store assigns `seq`. Records a `queued`
     /// event.
@@ -56,4 +61,22 @@ pub trait BootQueue: Send + Sync + std::fmt::Debug {
     fn append_event(&self, id: JobId, event: &JobEvent) -> Result<()>;
     /// A job's timeline, oldest first.
     fn events(&self, id: JobId) -> Result<Vec<JobEvent>>;
+
+    // --- placements (jobs for any machine that fits, not yet bound)
+
+    /// Records a waiting placement; the store assigns `seq`.
+    fn insert_placement(&self, placement: &Placement) -> Result<Placement>;
+    /// A placement.
+    fn placement(&self, id: JobId) -> Result<Option<Placement>>;
+    /// Placements in one of `states` (all when empty), by `seq`.
+    fn placements(&self, states: &[PlacementState]) -> Result<Vec<Placement>>;
+    /// Atomically: when placement `job.id` is waiting and `job.machine` is
+    /// accepted and has no queued or active job, marks the placement bound
+    /// to it and enqueues `job` (as [`BootQueue::enqueue`] does). Otherwise
+    /// `Conflict` (placement no longer waiting, machine taken or not
+    /// accepted) or `NotFound`, and nothing changes.
+    fn bind_placement(&self, job: &Job) -> Result<Job>;
+    /// Moves a waiting placement to cancelled with `reason`; `Conflict`
+    /// when it is no longer waiting.
+    fn cancel_placement(&self, id: JobId, reason: &str, at: Timestamp) -> Result<Placement>;
 }

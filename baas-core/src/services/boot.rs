@@ -141,12 +141,18 @@ impl Baas {
                     format!("job {}: {why}", job.id)
                 }
                 None => {
-                    let queued = self.queue.jobs(&JobFilter {
+                    let filter = JobFilter {
                         machine: Some(machine.id),
                         states: vec![JobState::Queued],
                         limit: None,
                         ..JobFilter::default()
-                    })?;
+                    };
+                    let mut queued = self.queue.jobs(&filter)?;
+                    if queued.is_empty() {
+                        // An idle machine booting: a waiting placement may fit.
+                        self.bind_waiting_now();
+                        queued = self.queue.jobs(&filter)?;
+                    }
                     match queued.first() {
                         Some(job) if !job.session.due(now) => {
                             return local(format!(
@@ -183,14 +189,16 @@ impl Baas {
         if m.state == MachineState::Ready {
             return Ok(m);
         }
-        self.update_machine(
+        let m = self.update_machine(
             actor,
             id,
             super::MachinePatch {
                 state: Some(MachineState::Ready),
                 ..Default::default()
             },
-        )
+        )?;
+        self.bind_waiting_now();
+        Ok(m)
     }
 
     /// Takes a machine out of service (moderators and admins); refused
@@ -379,6 +387,7 @@ impl Baas {
                 None,
                 &event,
             )?;
+            self.bind_waiting_now();
             return Ok(());
         }
         let max = self.config.max_hold_ms;

@@ -92,17 +92,7 @@ impl Baas {
         hold_ms: Option<u64>,
         not_before: Option<Timestamp>,
     ) -> Result<Job> {
-        if let Some(h) = hold_ms {
-            if h == 0 || h > self.config.max_hold_ms {
-                return Err(Error::invalid(
-                    "hold_seconds",
-                    format!(
-                        "a session lasts from 1 s to the maximum of {} s",
-                        self.config.max_hold_ms / 1000
-                    ),
-                ));
-            }
-        }
+        self.check_hold(hold_ms)?;
         let owner = check_user(actor)?;
         let machine = self
             .meta
@@ -123,7 +113,53 @@ impl Baas {
                 )))
             }
         }
-        let (setup, wanted) = match request.target {
+        let (setup, entries) = self.resolve_target(actor, request.target)?;
+        let job = Job {
+            id: JobId(self.entropy.uuid()),
+            seq: 0,
+            machine: machine.id,
+            owner,
+            setup,
+            entries,
+            state: JobState::Queued,
+            progress: Progress::default(),
+            error: None,
+            created_at: self.clock.now(),
+            started_at: None,
+            finished_at: None,
+            session: Session {
+                hold_ms,
+                not_before,
+                ..Session::default()
+            },
+        };
+        self.queue.enqueue(&job)
+    }
+
+    /// A session length the user asks for: 1 ms to the admin's maximum.
+    pub(crate) fn check_hold(&self, hold_ms: Option<u64>) -> Result<()> {
+        if let Some(h) = hold_ms {
+            if h == 0 || h > self.config.max_hold_ms {
+                return Err(Error::invalid(
+                    "hold_seconds",
+                    format!(
+                        "a session lasts from 1 s to the maximum of {} s",
+                        self.config.max_hold_ms / 1000
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a job writes, with versions resolved now, and the setup it
+    /// came from.
+    pub(crate) fn resolve_target(
+        &self,
+        actor: &Actor,
+        target: JobTarget,
+    ) -> Result<(Option<SetupId>, Vec<JobEntry>)> {
+        let (setup, wanted) = match target {
             JobTarget::Setup(id) => {
                 let setup = match self.meta.setup(id)? {
                     Some(s) if can_access_setup(actor, &s) => s,
@@ -154,26 +190,7 @@ impl Baas {
             .enumerate()
             .map(|(i, e)| self.resolve_entry(actor, i, e))
             .collect::<Result<Vec<_>>>()?;
-        let job = Job {
-            id: JobId(self.entropy.uuid()),
-            seq: 0,
-            machine: machine.id,
-            owner,
-            setup,
-            entries,
-            state: JobState::Queued,
-            progress: Progress::default(),
-            error: None,
-            created_at: self.clock.now(),
-            started_at: None,
-            finished_at: None,
-            session: Session {
-                hold_ms,
-                not_before,
-                ..Session::default()
-            },
-        };
-        self.queue.enqueue(&job)
+        Ok((setup, entries))
     }
 
     /// A job the caller may see.
@@ -223,7 +240,20 @@ impl Baas {
 
     /// Cancels a job that has not finished (its owner, moderators, admins).
     pub fn cancel_job(&self, actor: &Actor, id: JobId) -> Result<Job> {
-        let job = self.get_job(actor, id)?;
+        let job = match self.get_job(actor, id) {
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => match self.queue.placement(id)? {
+                Some(p)
+                    if p.state == PlacementState::Waiting
+                        && super::policy::can_cancel_placement(actor, &p) =>
+                {
+                    return Err(Error::conflict(format!(
+                        "job {id} still waits for a machine that fits: cancel the placement"
+                    )))
+                }
+                _ => return Err(e),
+            },
+            other => other?,
+        };
         if !can_cancel_job(actor, &job) {
             return Err(Error::forbidden(format!(
                 "only the owner of job {id} or a moderator may cancel it"
@@ -250,6 +280,7 @@ impl Baas {
             &event,
         )?;
         self.return_to_neutral(&job)?;
+        self.bind_waiting_now();
         Ok(job)
     }
 
@@ -281,6 +312,10 @@ impl Baas {
         })?;
         if oldest.first().is_some_and(|j| !j.session.due(now)) {
             return Ok(None);
+        }
+        if oldest.is_empty() {
+            // An idle machine asking for work: a waiting placement may fit.
+            self.bind_waiting_now();
         }
         self.queue.take_next(machine, now)
     }
@@ -333,6 +368,7 @@ impl Baas {
         }
         if to == JobState::Succeeded {
             self.return_to_neutral(&job)?;
+            self.bind_waiting_now();
         }
         Ok(job)
     }
@@ -358,6 +394,7 @@ impl Baas {
             &event,
         )?;
         self.return_to_neutral(&job)?;
+        self.bind_waiting_now();
         Ok(job)
     }
 

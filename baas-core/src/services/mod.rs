@@ -30,7 +30,7 @@ pub use images::{ImagePatch, NewImage};
 pub use import::ImportOptions;
 pub use jobs::{JobRequest, JobTarget};
 pub use machines::{MachinePatch, NewMachine, Presence, CONTACT_EVERY_MS};
-pub use schedule::{Candidate, Fit};
+pub use schedule::{Candidate, Fit, Placed, PlacementStatus};
 pub use setups::NewSetup;
 pub use users::{NewUser, UserPatch};
 

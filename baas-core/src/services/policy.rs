@@ -136,6 +136,16 @@ pub fn can_cancel_job(actor: &Actor, job: &Job) -> bool {
     }
 }
 
+/// May `actor` see or cancel `placement`, a job still waiting for a
+/// machine (its owner, moderators, admins)? Anyone may list what waits.
+pub fn can_cancel_placement(actor: &Actor, placement: &Placement) -> bool {
+    match actor {
+        Actor::System => true,
+        Actor::Agent { .. } => false,
+        Actor::User { id, role, .. } => *role >= Role::Moderator || placement.owner == *id,
+    }
+}
+
 /// May `actor` drive `machine`'s queue as its agent (take jobs, report)?
 pub fn check_agent_for(actor: &Actor, machine: MachineId) -> Result<()> {
     match actor {

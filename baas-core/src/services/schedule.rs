@@ -1,27 +1,21 @@
 //! Scheduling onto any machine that fits: instead of naming a machine, a
 //! user names what the job needs (architecture, a disk at least this big,
-//! a pool) and the server places it on an idle, accepted machine that fits,
-//! or says, machine by machine, why none does. One machine never runs two
-//! jobs at once (its queue hands out one at a time), and an idle machine is
-//! one with neither an active nor a queued job, so a placed job starts at
-//! the machine's next boot instead of waiting behind another user's.
+//! a pool). The request becomes a *placement*: the server binds it to an
+//! idle, accepted machine that fits, at once when one does, else as soon
+//! as one does (a job ends or is cancelled, a machine is accepted, the
+//! server's periodic pass), oldest placement first. Meanwhile the user sees
+//! why it waits. An idle machine is one with neither an active nor a queued
+//! job, so a bound job starts at the machine's next boot instead of waiting
+//! behind another user's; the store binds atomically, so one machine never
+//! goes to two placements, even from two servers on one database.
 
-use super::{Actor, Baas, JobRequest, JobTarget};
+use super::policy::can_cancel_placement;
+use super::{Actor, Baas, JobTarget};
 use crate::model::*;
 use crate::ports::JobFilter;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
-/// What a job needs from its machine.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fit {
-    /// This architecture, if given.
-    pub arch: Option<Arch>,
-    /// At least one (non-removable) disk of at least this many bytes, as
-    /// the machine's agent last reported.
-    pub min_disk_bytes: u64,
-    /// This pool, if given.
-    pub pool: Option<String>,
-}
+pub use crate::model::Fit;
 
 /// One machine against a [`Fit`].
 #[derive(Debug, Clone)]
@@ -32,40 +26,106 @@ pub struct Candidate {
     pub unfit: Option<String>,
 }
 
-impl Baas {
-    fn why_unfit(&self, m: &Machine, fit: &Fit) -> Result<Option<String>> {
-        if m.state != MachineState::Ready {
-            return Ok(Some(m.state.as_str().to_string()));
+/// What became of a placement request.
+#[derive(Debug, Clone)]
+pub enum Placed {
+    /// A machine fitted: the job is queued on it (with the placement's id).
+    Job(Job),
+    /// None fits now: the placement waits.
+    Waiting {
+        /// The placement.
+        placement: Placement,
+        /// Why it waits.
+        reason: String,
+    },
+}
+
+/// A placement with, while it waits, the reason.
+#[derive(Debug, Clone)]
+pub struct PlacementStatus {
+    /// The placement.
+    pub placement: Placement,
+    /// Why it waits (`None` once bound or cancelled).
+    pub reason: Option<String>,
+}
+
+/// `n` bytes for people: whole GiB or MiB when exact, else bytes.
+fn bytes(n: u64) -> String {
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+    if n >= GIB && n % GIB == 0 {
+        format!("{} GiB", n / GIB)
+    } else if n >= MIB && n % MIB == 0 {
+        format!("{} MiB", n / MIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// What `fit` asks for, in words ("architecture x86_64, pool gpu and a
+/// disk of at least 64 GiB").
+fn describe(fit: &Fit) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = &fit.arch {
+        parts.push(format!("architecture {}", a.as_str()));
+    }
+    if let Some(p) = &fit.pool {
+        parts.push(format!("pool {p}"));
+    }
+    if fit.min_disk_bytes > 0 {
+        parts.push(format!("a disk of at least {}", bytes(fit.min_disk_bytes)));
+    }
+    match parts.len() {
+        0 => "what it asks for".to_string(),
+        1 => parts.remove(0),
+        _ => {
+            let last = parts.pop().unwrap_or_default();
+            format!("{} and {last}", parts.join(", "))
         }
-        if let Some(a) = &fit.arch {
-            if *a != m.arch {
-                return Ok(Some(format!("architecture {}", m.arch.as_str())));
-            }
+    }
+}
+
+/// Why `m` can never take a job needing `fit` as it is now (state, arch,
+/// pool, disks), whatever runs on it.
+fn static_unfit(m: &Machine, fit: &Fit) -> Option<String> {
+    if m.state != MachineState::Ready {
+        return Some(m.state.as_str().to_string());
+    }
+    if let Some(a) = &fit.arch {
+        if *a != m.arch {
+            return Some(format!("architecture {}", m.arch.as_str()));
         }
-        if let Some(p) = &fit.pool {
-            if m.pool.as_deref() != Some(p.as_str()) {
-                return Ok(Some(match &m.pool {
-                    Some(other) => format!("pool {other}"),
-                    None => "in no pool".to_string(),
-                }));
-            }
-        }
-        if fit.min_disk_bytes > 0 {
-            let biggest = m.inventory.as_ref().and_then(|i| {
-                i.disks
-                    .iter()
-                    .filter(|d| !d.removable)
-                    .map(|d| d.size)
-                    .max()
+    }
+    if let Some(p) = &fit.pool {
+        if m.pool.as_deref() != Some(p.as_str()) {
+            return Some(match &m.pool {
+                Some(other) => format!("pool {other}"),
+                None => "in no pool".to_string(),
             });
-            match biggest {
-                None => return Ok(Some("no inventory of its disks yet".to_string())),
-                Some(b) if b < fit.min_disk_bytes => {
-                    return Ok(Some(format!("largest disk {b} bytes")))
-                }
-                Some(_) => {}
-            }
         }
+    }
+    if fit.min_disk_bytes > 0 {
+        let biggest = m.inventory.as_ref().and_then(|i| {
+            i.disks
+                .iter()
+                .filter(|d| !d.removable)
+                .map(|d| d.size)
+                .max()
+        });
+        match biggest {
+            None => return Some("no inventory of its disks yet".to_string()),
+            Some(b) if b < fit.min_disk_bytes => {
+                return Some(format!("largest disk {b} bytes ({})", bytes(b)))
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+impl Baas {
+    /// Why `m` is busy: its queued and active jobs.
+    fn busy(&self, m: &Machine) -> Result<Option<String>> {
         let busy = self.queue.jobs(&JobFilter {
             machine: Some(m.id),
             states: vec![
@@ -76,8 +136,8 @@ impl Baas {
             ],
             ..JobFilter::default()
         })?;
-        if let Some(j) = busy.first() {
-            return Ok(Some(format!(
+        Ok(busy.first().map(|j| {
+            format!(
                 "busy: job {} is {}{}",
                 j.id,
                 j.state,
@@ -86,9 +146,15 @@ impl Baas {
                 } else {
                     String::new()
                 }
-            )));
+            )
+        }))
+    }
+
+    fn why_unfit(&self, m: &Machine, fit: &Fit) -> Result<Option<String>> {
+        match static_unfit(m, fit) {
+            Some(why) => Ok(Some(why)),
+            None => self.busy(m),
         }
-        Ok(None)
     }
 
     /// Every machine against `fit`, by name: which could take a job now,
@@ -104,8 +170,48 @@ impl Baas {
             .collect()
     }
 
-    /// Queues `target` on the first idle, accepted machine (by name) that
-    /// fits; `Conflict` naming each machine's reason when none does.
+    /// Why nothing fits `fit` now, in one sentence with each machine's
+    /// reason: "all 2 fitting machines are busy (...)", "no accepted
+    /// machine has a disk of at least 64 GiB (...)".
+    fn wait_reason(&self, fit: &Fit, machines: &[Machine]) -> Result<String> {
+        if machines.is_empty() {
+            return Ok("there are no machines yet".to_string());
+        }
+        let mut fitting = Vec::new();
+        let mut others = Vec::new();
+        for m in machines {
+            match static_unfit(m, fit) {
+                None => fitting.push(format!(
+                    "{}: {}",
+                    m.name,
+                    self.busy(m)?.unwrap_or_else(|| "idle".to_string())
+                )),
+                Some(why) => others.push(format!("{}: {why}", m.name)),
+            }
+        }
+        let rest = if others.is_empty() {
+            String::new()
+        } else {
+            format!("; the others do not fit ({})", others.join("; "))
+        };
+        Ok(match fitting.len() {
+            0 => format!(
+                "no accepted machine has {} ({})",
+                describe(fit),
+                others.join("; ")
+            ),
+            1 => format!("the only fitting machine is busy ({}){rest}", fitting[0]),
+            n => format!(
+                "all {n} fitting machines are busy ({}){rest}",
+                fitting.join("; ")
+            ),
+        })
+    }
+
+    /// Places `target` on any machine that fits: queued at once on the
+    /// first idle, accepted machine (by name) that fits, else a waiting
+    /// placement, bound as soon as one does. Only input that can never be
+    /// valid is refused (`Invalid`, `NotFound` for what it writes).
     pub fn place_job(
         &self,
         actor: &Actor,
@@ -113,32 +219,189 @@ impl Baas {
         target: JobTarget,
         hold_ms: Option<u64>,
         not_before: Option<Timestamp>,
-    ) -> Result<Job> {
-        super::policy::check_user(actor)?;
-        let candidates = self.machines_for(actor, fit)?;
-        match candidates.iter().find(|c| c.unfit.is_none()) {
-            Some(c) => self.enqueue_job_at(
-                actor,
-                JobRequest {
-                    machine: c.machine.id,
-                    target,
-                },
+    ) -> Result<Placed> {
+        let owner = super::policy::check_user(actor)?;
+        check_pool(&fit.pool)?;
+        self.check_hold(hold_ms)?;
+        let (setup, entries) = self.resolve_target(actor, target)?;
+        let placement = self.queue.insert_placement(&Placement {
+            id: JobId(self.entropy.uuid()),
+            seq: 0,
+            owner,
+            fit: fit.clone(),
+            setup,
+            entries,
+            session: Session {
                 hold_ms,
                 not_before,
-            ),
-            None if candidates.is_empty() => Err(Error::conflict("there are no machines")),
-            None => Err(Error::conflict(format!(
-                "no machine fits now: {}",
-                candidates
-                    .iter()
-                    .map(|c| format!(
-                        "{}: {}",
-                        c.machine.name,
-                        c.unfit.as_deref().unwrap_or("fits")
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))),
+                ..Session::default()
+            },
+            state: PlacementState::Waiting,
+            machine: None,
+            error: None,
+            created_at: self.clock.now(),
+            finished_at: None,
+        })?;
+        let machines = self.meta.machines()?;
+        if let Some(job) = self.try_bind(&placement, &machines)? {
+            return Ok(Placed::Job(job));
         }
+        let placement = self.queue.placement(placement.id)?.unwrap_or(placement);
+        if placement.state == PlacementState::Bound {
+            // Another server's pass bound it meanwhile.
+            return self.get_job(actor, placement.id).map(Placed::Job);
+        }
+        let reason = self.wait_reason(fit, &machines)?;
+        Ok(Placed::Waiting { placement, reason })
+    }
+
+    /// Binds `p` to the first machine (of `machines`) that fits and is
+    /// idle; `None` when none is, or `p` stopped waiting meanwhile.
+    fn try_bind(&self, p: &Placement, machines: &[Machine]) -> Result<Option<Job>> {
+        for e in &p.entries {
+            if self.meta.version(e.image, e.version)?.is_none() {
+                let why = format!(
+                    "version {} of image {} was deleted while the job waited",
+                    e.version, e.image
+                );
+                match self.queue.cancel_placement(p.id, &why, self.clock.now()) {
+                    Ok(_) => return Ok(None),
+                    Err(e) if e.kind() == ErrorKind::Conflict => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for m in machines {
+            if static_unfit(m, &p.fit).is_some() || self.busy(m)?.is_some() {
+                continue;
+            }
+            let now = self.clock.now();
+            let job = Job {
+                id: p.id,
+                seq: 0,
+                machine: m.id,
+                owner: p.owner,
+                setup: p.setup,
+                entries: p.entries.clone(),
+                state: JobState::Queued,
+                progress: Progress::default(),
+                error: None,
+                created_at: now,
+                started_at: None,
+                finished_at: None,
+                session: p.session,
+            };
+            match self.queue.bind_placement(&job) {
+                Ok(job) => {
+                    let waited = now.millis().saturating_sub(p.created_at.millis());
+                    self.queue.append_event(
+                        job.id,
+                        &self.event(
+                            "placed",
+                            if waited > 0 {
+                                format!(
+                                    "placed on {} after waiting {} s for a machine that fits",
+                                    m.name,
+                                    waited / 1000
+                                )
+                            } else {
+                                format!("placed on {}, an idle machine that fits", m.name)
+                            },
+                        ),
+                    )?;
+                    return Ok(Some(job));
+                }
+                // The machine was taken (or retired) meanwhile, or the
+                // placement was cancelled or bound elsewhere.
+                Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {
+                    match self.queue.placement(p.id)? {
+                        Some(now) if now.state == PlacementState::Waiting => continue,
+                        _ => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Binds every waiting placement that fits an idle machine now, oldest
+    /// first (the server itself, every few seconds). Returns the jobs.
+    pub fn bind_waiting(&self, actor: &Actor) -> Result<Vec<Job>> {
+        if *actor != Actor::System {
+            return Err(Error::forbidden(
+                "only the server itself binds waiting placements",
+            ));
+        }
+        let waiting = self.queue.placements(&[PlacementState::Waiting])?;
+        if waiting.is_empty() {
+            return Ok(Vec::new());
+        }
+        let machines = self.meta.machines()?;
+        let mut bound = Vec::new();
+        for p in &waiting {
+            if let Some(job) = self.try_bind(p, &machines)? {
+                bound.push(job);
+            }
+        }
+        Ok(bound)
+    }
+
+    /// [`Baas::bind_waiting`] right after something may have freed a
+    /// machine. Best effort: what it cannot do now, the server's periodic
+    /// pass does, so a failure here must not fail what freed the machine.
+    pub(crate) fn bind_waiting_now(&self) {
+        let _ = self.bind_waiting(&Actor::System);
+    }
+
+    /// Placements still waiting, oldest first, each with why it waits
+    /// (any user: it shows what is waiting and why).
+    pub fn waiting_placements(&self, actor: &Actor) -> Result<Vec<PlacementStatus>> {
+        super::policy::check_user(actor)?;
+        let machines = self.meta.machines()?;
+        self.queue
+            .placements(&[PlacementState::Waiting])?
+            .into_iter()
+            .map(|p| {
+                let reason = self.wait_reason(&p.fit, &machines)?;
+                Ok(PlacementStatus {
+                    placement: p,
+                    reason: Some(reason),
+                })
+            })
+            .collect()
+    }
+
+    /// A placement (its owner, moderators, admins), with why it waits.
+    pub fn get_placement(&self, actor: &Actor, id: JobId) -> Result<PlacementStatus> {
+        let p = match self.queue.placement(id)? {
+            Some(p) if can_cancel_placement(actor, &p) => p,
+            _ => return Err(Error::not_found(format!("placement {id}"))),
+        };
+        let reason = match p.state {
+            PlacementState::Waiting => Some(self.wait_reason(&p.fit, &self.meta.machines()?)?),
+            _ => None,
+        };
+        Ok(PlacementStatus {
+            placement: p,
+            reason,
+        })
+    }
+
+    /// Cancels a placement still waiting for a machine (its owner,
+    /// moderators, admins). Once bound, cancel the job instead.
+    pub fn cancel_placement(&self, actor: &Actor, id: JobId) -> Result<Placement> {
+        let p = self.get_placement(actor, id)?.placement;
+        if p.state == PlacementState::Bound {
+            return Err(Error::conflict(format!(
+                "placement {id} is already bound to a machine: cancel job {id}"
+            )));
+        }
+        let who = match actor {
+            Actor::User { name, .. } => name.clone(),
+            _ => "the system".into(),
+        };
+        self.queue
+            .cancel_placement(id, &format!("cancelled by {who}"), self.clock.now())
     }
 }

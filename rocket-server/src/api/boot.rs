@@ -215,11 +215,24 @@ pub fn routes() -> Vec<rocket::Route> {
     rocket::routes![chain, decide, mos_file]
 }
 
-/// Runs forever: every `every`, applies the power cycles the services say
-/// are due, and records each outcome in its job's timeline.
+/// Runs forever: every `every`, binds waiting placements to machines that
+/// now fit (what the services do at once when a job ends is redone here
+/// for what they cannot see: another server's changes, a machine's new
+/// inventory or pool), then applies the power cycles the services say are
+/// due, and records each outcome in its job's timeline.
 pub async fn power_loop(baas: Baas, power: Arc<dyn PowerControl>, every: Duration) {
     loop {
         rocket::tokio::time::sleep(every).await;
+        let b = baas.clone();
+        match rocket::tokio::task::spawn_blocking(move || b.bind_waiting(&Actor::System)).await {
+            Ok(Ok(bound)) => {
+                for job in bound {
+                    tracing::info!(job = %job.id, machine = %job.machine, "placement bound");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("binding waiting placements failed: {}", e.detailed()),
+            Err(_) => {}
+        }
         let b = baas.clone();
         let due =
             match rocket::tokio::task::spawn_blocking(move || b.power_due(&Actor::System)).await {

@@ -1,9 +1,11 @@
-//! Jobs: list, read, timeline, cancel.
+//! Jobs: list, read, timeline, cancel; and placements, jobs for any
+//! machine that fits, which wait (saying why) until one does.
 
-use baas_core::model::{Arch, JobId, JobState, MachineId};
+use baas_core::model::{Arch, JobId, JobState, MachineId, Placement};
 use baas_core::ports::JobFilter;
-use baas_core::services::Fit;
-use rocket::{get, post};
+use baas_core::services::{Fit, Placed, PlacementStatus};
+use rocket::http::Status;
+use rocket::{get, post, Responder};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -143,18 +145,121 @@ fn fit_of(arch: Option<&str>, min_disk_bytes: u64, pool: Option<String>) -> Resu
     })
 }
 
-/// Queues a job on the first idle, accepted machine that fits (any user);
-/// 409 with each machine's reason when none fits now.
+/// A placement request no machine could ever satisfy as written (a bad
+/// architecture or pool name): 422, naming the field.
+fn unprocessable(e: ApiError) -> ApiError {
+    if e.status() == Status::BadRequest && e.code() == "invalid_input" {
+        let mut out = ApiError::new(Status::UnprocessableEntity, "invalid_input", e.message());
+        if let Some(field) = e.envelope().error.field {
+            out = out.with_field(field);
+        }
+        return out;
+    }
+    e
+}
+
+/// A job asked for any machine that fits: waiting until one does, then
+/// bound (its job has the same id).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlacementView {
+    /// Id; the job keeps it once bound.
+    pub id: Uuid,
+    /// Waiting order.
+    pub seq: i64,
+    /// Who asked.
+    pub owner_id: Uuid,
+    /// `waiting`, `bound` or `cancelled`.
+    pub state: String,
+    /// Why it waits (while it waits).
+    pub reason: Option<String>,
+    /// The architecture asked for.
+    pub arch: Option<String>,
+    /// The smallest disk asked for.
+    pub min_disk_bytes: u64,
+    /// The pool asked for.
+    pub pool: Option<String>,
+    /// The setup it came from, if any.
+    pub setup_id: Option<Uuid>,
+    /// What it writes, in order.
+    pub entries: Vec<JobEntryView>,
+    /// The session length asked for, in seconds.
+    pub hold_seconds: Option<u64>,
+    /// The earliest the job may start.
+    pub not_before: Option<String>,
+    /// The machine it was bound to.
+    pub machine_id: Option<Uuid>,
+    /// The job it became (`/api/v1/jobs/{id}`), once bound.
+    pub job_id: Option<Uuid>,
+    /// Who cancelled it, or why.
+    pub error: Option<String>,
+    /// When asked for.
+    pub created_at: String,
+    /// When bound or cancelled.
+    pub finished_at: Option<String>,
+}
+
+impl PlacementView {
+    fn new(p: &Placement, reason: Option<String>) -> PlacementView {
+        PlacementView {
+            id: p.id.uuid(),
+            seq: p.seq,
+            owner_id: p.owner.uuid(),
+            state: p.state.as_str().to_string(),
+            reason,
+            arch: p.fit.arch.as_ref().map(|a| a.as_str().to_string()),
+            min_disk_bytes: p.fit.min_disk_bytes,
+            pool: p.fit.pool.clone(),
+            setup_id: p.setup.map(|s| s.uuid()),
+            entries: p
+                .entries
+                .iter()
+                .map(|e| JobEntryView {
+                    image_id: e.image.uuid(),
+                    version: e.version,
+                    disk: e.disk.to_string(),
+                    capture: e.capture,
+                })
+                .collect(),
+            hold_seconds: p.session.hold_ms.map(|h| h / 1000),
+            not_before: p.session.not_before.map(rfc3339),
+            machine_id: p.machine.map(|m| m.uuid()),
+            job_id: (p.state == baas_core::model::PlacementState::Bound).then(|| p.id.uuid()),
+            error: p.error.clone(),
+            created_at: rfc3339(p.created_at),
+            finished_at: p.finished_at.map(rfc3339),
+        }
+    }
+}
+
+impl From<&PlacementStatus> for PlacementView {
+    fn from(s: &PlacementStatus) -> Self {
+        PlacementView::new(&s.placement, s.reason.clone())
+    }
+}
+
+/// What `POST /jobs` answers: the job (201) or the waiting placement (202).
+#[derive(Debug, Responder)]
+pub enum PlacedView {
+    /// A machine fitted now.
+    Job(Created<JobView>),
+    /// None fits now: it waits (`Location` names the placement).
+    #[response(status = 202)]
+    Waiting(Out<PlacementView>, rocket::http::Header<'static>),
+}
+
+/// Queues a job on the first idle, accepted machine that fits (any user):
+/// 201 with the job. When none fits now, 202 with a *placement* that waits
+/// and says why (`GET /api/v1/placements/{id}`); it becomes the job with
+/// the same id as soon as a machine fits. 422 for a request no machine
+/// could ever satisfy as written (a bad architecture or pool name).
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = PlaceJobBody,
-    responses((status = 201, body = JobView), (status = 400, body = ErrorEnvelope),
-        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+    responses((status = 201, body = JobView), (status = 202, body = PlacementView),
+        (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope)))]
 #[post("/jobs", data = "<body>")]
-pub async fn place_job(
-    caller: Caller,
-    body: Json<PlaceJobBody>,
-) -> Result<Created<JobView>, ApiError> {
+pub async fn place_job(caller: Caller, body: Json<PlaceJobBody>) -> Result<PlacedView, ApiError> {
     let b = body.0;
-    let fit = fit_of(b.arch.as_deref(), b.min_disk_bytes, b.pool)?;
+    let fit = fit_of(b.arch.as_deref(), b.min_disk_bytes, b.pool).map_err(unprocessable)?;
     let hold_ms = b.hold_seconds.map(|s| s.saturating_mul(1000));
     let target = NewJobBody {
         setup_id: b.setup_id,
@@ -165,16 +270,58 @@ pub async fn place_job(
         hold_seconds: b.hold_seconds,
         start_after_seconds: b.start_after_seconds,
     }
-    .into_target()?;
+    .into_target()
+    .map_err(|e| unprocessable(e.into()))?;
     let start_after = b.start_after_seconds;
-    let job = caller
+    let placed = caller
         .run(move |s, a| {
             let not_before =
                 start_after.map(|t| s.now().plus_millis(super::machines::seconds_ms(t)));
             s.place_job(a, &fit, target, hold_ms, not_before)
         })
-        .await?;
-    Ok(created(JobView::from(&job)))
+        .await
+        .map_err(unprocessable)?;
+    Ok(match placed {
+        Placed::Job(job) => PlacedView::Job(created(JobView::from(&job))),
+        Placed::Waiting { placement, reason } => PlacedView::Waiting(
+            Out(PlacementView::new(&placement, Some(reason))),
+            rocket::http::Header::new("Location", format!("/api/v1/placements/{}", placement.id)),
+        ),
+    })
+}
+
+/// Placements still waiting for a machine, oldest first, each with why it
+/// waits (any user: it shows what is waiting and why).
+#[utoipa::path(get, path = "/api/v1/placements", tag = "jobs",
+    responses((status = 200, body = [PlacementView]), (status = 403, body = ErrorEnvelope)))]
+#[get("/placements")]
+pub async fn list_placements(caller: Caller) -> Result<Out<Vec<PlacementView>>, ApiError> {
+    let list = caller.run(|s, a| s.waiting_placements(a)).await?;
+    Ok(Out(list.iter().map(PlacementView::from).collect()))
+}
+
+/// A placement (its owner, moderators, admins), with why it waits.
+#[utoipa::path(get, path = "/api/v1/placements/{id}", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "placement id (the job's, once bound)")),
+    responses((status = 200, body = PlacementView), (status = 404, body = ErrorEnvelope)))]
+#[get("/placements/<id>")]
+pub async fn get_placement(caller: Caller, id: &str) -> Result<Out<PlacementView>, ApiError> {
+    let id: JobId = parse(id)?;
+    let p = caller.run(move |s, a| s.get_placement(a, id)).await?;
+    Ok(Out(PlacementView::from(&p)))
+}
+
+/// Cancels a placement still waiting for a machine (its owner, moderators,
+/// admins); 409 once bound (cancel the job instead).
+#[utoipa::path(post, path = "/api/v1/placements/{id}/cancel", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "placement id")),
+    responses((status = 200, body = PlacementView), (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope)))]
+#[post("/placements/<id>/cancel")]
+pub async fn cancel_placement(caller: Caller, id: &str) -> Result<Out<PlacementView>, ApiError> {
+    let id: JobId = parse(id)?;
+    let p = caller.run(move |s, a| s.cancel_placement(a, id)).await?;
+    Ok(Out(PlacementView::new(&p, None)))
 }
 
 /// A machine against a placement request.
