@@ -276,6 +276,11 @@ fn every_post_without_the_csrf_token_is_refused_and_changes_nothing() {
             format!("/ui/images/{image}/visibility"),
             vec![("visibility", "public")],
         ),
+        (format!("/ui/images/{image}/share"), vec![("name", "carol")]),
+        (
+            format!("/ui/images/{image}/unshare"),
+            vec![("name", "carol")],
+        ),
         (
             "/ui/setups".into(),
             vec![("name", "s"), ("entries[0].image", &image)],
@@ -772,4 +777,102 @@ fn the_dashboard_and_the_api_say_offline_only_when_a_machine_should_talk() {
         "{html}"
     );
     assert!(html.contains("Last contact"), "{html}");
+}
+
+#[test]
+fn a_user_sees_and_uses_anothers_image_only_while_it_is_shared_with_them() {
+    let app = TestApp::spawn();
+    let (_, ann_token) = app.user("ann", "user");
+    set_password(&app, "ann", "ann's password");
+    app.user("ben", "user");
+    set_password(&app, "ben", "ben's password");
+    let image = app.post_image(&ann_token, "ann-os", 1 << 20);
+    app.upload(&ann_token, &image, &[7u8; 4096]).expect(201);
+    let mut ann = Session::new(&app);
+    ann.login("ann", "ann's password").expect(303);
+    let mut ben = Session::new(&app);
+    ben.login("ben", "ben's password").expect(303);
+
+    let compose = |s: &mut Session<'_>| {
+        let csrf = s.csrf("/ui/setups");
+        s.post(
+            "/ui/setups",
+            &[
+                ("csrf", &csrf),
+                ("name", "with ann's"),
+                ("entries[0].image", &image),
+                ("entries[0].version", "latest"),
+            ],
+        )
+    };
+    // Not shared: Ben neither sees nor uses it.
+    let page = ben.get("/ui/setups").expect(200).text();
+    assert!(!page.contains(&image), "{page}");
+    assert_eq!(ben.get(&format!("/ui/images/{image}")).status, 404);
+    let r = compose(&mut ben);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("not visible to you"), "{}", r.text());
+
+    // Ann shares it with Ben by name; an unknown name is refused.
+    let csrf = ann.csrf(&format!("/ui/images/{image}"));
+    let r = ann.post(
+        &format!("/ui/images/{image}/share"),
+        &[("csrf", &csrf), ("name", "nobody")],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("no user is called"), "{}", r.text());
+    let r = ann.post(
+        &format!("/ui/images/{image}/share"),
+        &[("csrf", &csrf), ("name", "ben")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = ann.get(&format!("/ui/images/{image}")).expect(200).text();
+    assert!(page.contains("id=\"shared-with\""), "{page}");
+    assert!(page.contains("<td>ben</td>"), "{page}");
+    assert!(
+        page.contains("<dd>shared</dd>"),
+        "private became shared: {page}"
+    );
+
+    // Ben sees it among the images shared with him and composes with it.
+    let page = ben.get("/ui/setups").expect(200).text();
+    let shared = page
+        .split("<optgroup label=\"Shared with you\">")
+        .nth(1)
+        .expect("a shared group")
+        .split("</optgroup>")
+        .next()
+        .expect("its end");
+    assert!(
+        shared.contains(&image) && shared.contains("ann-os"),
+        "{shared}"
+    );
+    let r = compose(&mut ben);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = ben.get(&format!("/ui/images/{image}")).expect(200).text();
+    assert!(
+        !page.contains("id=\"sharing\""),
+        "readers do not manage sharing"
+    );
+    // Only Ann manages the list.
+    let csrf = ben.csrf("/ui/setups");
+    let r = ben.post(
+        &format!("/ui/images/{image}/unshare"),
+        &[("csrf", &csrf), ("name", "ben")],
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // Unshared: gone again.
+    let csrf = ann.csrf(&format!("/ui/images/{image}"));
+    let r = ann.post(
+        &format!("/ui/images/{image}/unshare"),
+        &[("csrf", &csrf), ("name", "ben")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = ben.get("/ui/setups").expect(200).text();
+    assert!(
+        !page.contains(&format!("<option value=\"{image}\"")),
+        "{page}"
+    );
+    assert_eq!(compose(&mut ben).status, 400);
 }

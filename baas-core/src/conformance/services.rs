@@ -2060,7 +2060,7 @@ pub fn sharing_with_named_users(s: &ServicesSubject) {
         .expect("twice is once");
     assert_eq!(
         b.image_shared_names(&p.alice, img.id).expect("names"),
-        [bob_name.clone()]
+        std::slice::from_ref(&bob_name)
     );
     assert_eq!(
         b.image_shared_names(&p.bob, img.id)

@@ -149,6 +149,72 @@ impl Baas {
         Ok(image)
     }
 
+    /// Shares an image with the user whose login name is `name` (owner or
+    /// admin), who may then read it and use it in setups; a private image
+    /// becomes `shared`. Naming an unknown user is `Invalid`.
+    pub fn share_image_with(&self, actor: &Actor, id: ImageId, name: &str) -> Result<Image> {
+        let image = self.get_image(actor, id)?;
+        check_write_image(actor, &image)?;
+        let user = self.named_user(name)?;
+        if user.id == image.owner {
+            return Err(Error::invalid(
+                "user",
+                format!("{name} owns the image: there is nothing to share"),
+            ));
+        }
+        let mut users = image.shared_with.clone();
+        users.push(user.id);
+        let patch = ImagePatch {
+            shared_with: Some(users),
+            visibility: (image.visibility == Visibility::Private).then_some(Visibility::Shared),
+            ..ImagePatch::default()
+        };
+        self.update_image(actor, id, patch)
+    }
+
+    /// Stops sharing an image with the user called `name` (owner or admin).
+    pub fn unshare_image_from(&self, actor: &Actor, id: ImageId, name: &str) -> Result<Image> {
+        let image = self.get_image(actor, id)?;
+        check_write_image(actor, &image)?;
+        let user = self.named_user(name)?;
+        let users = image
+            .shared_with
+            .iter()
+            .copied()
+            .filter(|u| *u != user.id)
+            .collect();
+        let patch = ImagePatch {
+            shared_with: Some(users),
+            ..ImagePatch::default()
+        };
+        self.update_image(actor, id, patch)
+    }
+
+    /// The login names of the users an image is shared with, sorted (owner
+    /// or admin: they manage the list).
+    pub fn image_shared_names(&self, actor: &Actor, id: ImageId) -> Result<Vec<String>> {
+        let image = self.get_image(actor, id)?;
+        check_write_image(actor, &image)?;
+        let mut names = Vec::new();
+        for u in &image.shared_with {
+            if let Some(user) = self.meta.user(*u)? {
+                names.push(user.name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn named_user(&self, name: &str) -> Result<User> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(Error::invalid("user", "name the user to share with"));
+        }
+        self.meta
+            .user_by_name(name)?
+            .ok_or_else(|| Error::invalid("user", format!("no user is called {name:?}")))
+    }
+
     /// Deletes one image (owner or admin). Its chunks are reclaimed by the
     /// next garbage collection; nothing else is touched.
     pub fn delete_image(&self, actor: &Actor, id: ImageId) -> Result<()> {

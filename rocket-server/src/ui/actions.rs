@@ -199,6 +199,39 @@ pub async fn image_visibility(viewer: Viewer, id: &str, form: Form<VisibilityFor
     go(format!("/ui/images/{id}"))
 }
 
+/// A user to share an image with, or to stop sharing with.
+#[derive(Debug, FromForm)]
+pub struct ShareForm {
+    #[field(default = String::new())]
+    csrf: String,
+    #[field(default = String::new())]
+    name: String,
+}
+
+/// Shares an image with a user by login name (owner or admin).
+#[post("/images/<id>/share", data = "<form>")]
+pub async fn share_image(viewer: Viewer, id: &str, form: Form<ShareForm>) -> Done {
+    viewer.check_csrf(&form.csrf)?;
+    let id: ImageId = parse(id)?;
+    let name = form.name.clone();
+    viewer
+        .run(move |b, a| b.share_image_with(a, id, &name))
+        .await?;
+    go(format!("/ui/images/{id}"))
+}
+
+/// Stops sharing an image with a user (owner or admin).
+#[post("/images/<id>/unshare", data = "<form>")]
+pub async fn unshare_image(viewer: Viewer, id: &str, form: Form<ShareForm>) -> Done {
+    viewer.check_csrf(&form.csrf)?;
+    let id: ImageId = parse(id)?;
+    let name = form.name.clone();
+    viewer
+        .run(move |b, a| b.unshare_image_from(a, id, &name))
+        .await?;
+    go(format!("/ui/images/{id}"))
+}
+
 /// Deletes an image (after the confirmation page).
 #[post("/images/<id>/delete", data = "<form>")]
 pub async fn delete_image(viewer: Viewer, id: &str, form: Form<Plain>) -> Done {

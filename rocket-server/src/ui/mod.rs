@@ -74,6 +74,8 @@ pub fn routes() -> Vec<Route> {
         actions::create_image,
         actions::rename_image,
         actions::image_visibility,
+        actions::share_image,
+        actions::unshare_image,
         actions::delete_image,
         actions::create_setup,
         actions::delete_setup,

@@ -246,13 +246,18 @@ pub async fn images(viewer: Viewer) -> Page {
 #[get("/images/<id>")]
 pub async fn image(viewer: Viewer, id: &str) -> Page {
     let id: ImageId = parse(id)?;
-    let (img, versions, owner, writable) = viewer
+    let (img, versions, owner, writable, shared_with) = viewer
         .run(move |b, a| {
             let img = b.get_image(a, id)?;
             let versions = b.list_versions(a, id)?;
             let owner = name_of(&user_names(b, a), img.owner);
             let writable = can_write_image(a, &img);
-            Ok((img, versions, owner, writable))
+            let shared_with = if writable {
+                b.image_shared_names(a, id)?
+            } else {
+                Vec::new()
+            };
+            Ok((img, versions, owner, writable, shared_with))
         })
         .await?;
     let mut rows: Vec<VersionRow> = versions
@@ -278,6 +283,7 @@ pub async fn image(viewer: Viewer, id: &str) -> Page {
         visibility: img.visibility.as_str().to_string(),
         writable,
         versions: rows,
+        shared_with,
     })
 }
 
@@ -341,7 +347,8 @@ pub async fn setups(viewer: Viewer) -> Page {
             let images = b.list_images(a, None)?;
             let image_names: HashMap<ImageId, String> =
                 images.iter().map(|i| (i.id, i.name.clone())).collect();
-            let choices = images
+            let me = a.user_id();
+            let mut choices: Vec<(u8, ImageChoice)> = images
                 .iter()
                 .map(|i| {
                     let latest = b
@@ -349,7 +356,16 @@ pub async fn setups(viewer: Viewer) -> Page {
                         .ok()
                         .and_then(|vs| vs.iter().map(|v| v.number).max())
                         .unwrap_or(0);
-                    ImageChoice {
+                    // Own images first, then those shared with the
+                    // viewer by name, then the public ones.
+                    let group = if Some(i.owner) == me {
+                        0
+                    } else if i.visibility == Visibility::Shared {
+                        1
+                    } else {
+                        2
+                    };
+                    let choice = ImageChoice {
                         id: i.id.to_string(),
                         label: format!(
                             "{} ({}, {}, latest v{latest})",
@@ -357,9 +373,20 @@ pub async fn setups(viewer: Viewer) -> Page {
                             name_of(&names, i.owner),
                             i.visibility.as_str()
                         ),
-                    }
+                    };
+                    (group, choice)
                 })
                 .collect();
+            let take = |choices: &mut Vec<(u8, ImageChoice)>, g: u8| -> Vec<ImageChoice> {
+                let (picked, rest) = std::mem::take(choices)
+                    .into_iter()
+                    .partition(|(k, _)| *k == g);
+                *choices = rest;
+                picked.into_iter().map(|(_, c)| c).collect()
+            };
+            let own = take(&mut choices, 0);
+            let shared = take(&mut choices, 1);
+            let public = take(&mut choices, 2);
             let setups = b
                 .list_setups(a, a.user_id())?
                 .iter()
@@ -374,13 +401,16 @@ pub async fn setups(viewer: Viewer) -> Page {
                     updated: when(s.updated_at),
                 })
                 .collect();
-            Ok((setups, choices))
+            Ok((setups, (own, shared, public)))
         })
         .await?;
+    let (choices, shared, public) = choices;
     page(&SetupsPage {
         nav: nav(&viewer, "setups"),
         setups,
         choices,
+        shared,
+        public,
         rows: (0..4).collect(),
     })
 }

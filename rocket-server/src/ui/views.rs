@@ -279,6 +279,8 @@ pub struct ImagePage {
     pub writable: bool,
     /// Versions, newest first.
     pub versions: Vec<VersionRow>,
+    /// Login names of the users it is shared with (writers only).
+    pub shared_with: Vec<String>,
 }
 
 /// The delete confirmation.
@@ -325,8 +327,12 @@ pub struct SetupsPage {
     pub nav: Nav,
     /// The viewer's setups.
     pub setups: Vec<SetupRow>,
-    /// Images to choose from.
+    /// The viewer's own images to choose from.
     pub choices: Vec<ImageChoice>,
+    /// Images other users shared with the viewer.
+    pub shared: Vec<ImageChoice>,
+    /// Public images of other users.
+    pub public: Vec<ImageChoice>,
     /// Rows in the compose form.
     pub rows: Vec<usize>,
 }
