@@ -300,6 +300,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             email,
             display_name,
         }) => {
+                session_key: Some(crate::ui::SessionKey::load_or_create(
+                    &cli.store.data_dir.join("session-key"),
+                )?),
             let user = baas
                 .create_user(
                     &Actor::System,

@@ -59,6 +59,10 @@ pub struct Settings {
     pub mos_cmdline: String,
     /// How often the server applies due power cycles; never when absent.
     pub power_every: Option<std::time::Duration>,
+    /// The web UI's session-cookie key (`<data-dir>/session-key` for
+    /// `baas-server`, see [`ui::SessionKey::load_or_create`]); a fresh
+    /// key per process when absent, so sessions end at a restart.
+    pub session_key: Option<ui::SessionKey>,
 }
 
 impl Default for Settings {
@@ -73,6 +77,7 @@ impl Default for Settings {
             mos_dir: None,
             mos_cmdline: "console=tty0 console=ttyS0,115200n8 panic=10 quiet".into(),
             power_every: Some(std::time::Duration::from_secs(2)),
+            session_key: None,
         }
     }
 }
@@ -95,7 +100,10 @@ pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
         cli_colors: false,
         ident: rocket::config::Ident::try_new("baas").unwrap_or_default(),
         shutdown,
-        secret_key: ui::secret_key(),
+        secret_key: settings
+            .session_key
+            .as_ref()
+            .map_or_else(ui::secret_key, ui::SessionKey::secret),
         ..Config::default()
     };
     let metrics = Arc::new(Metrics::default());

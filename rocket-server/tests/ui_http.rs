@@ -876,3 +876,52 @@ fn a_user_sees_and_uses_anothers_image_only_while_it_is_shared_with_them() {
     );
     assert_eq!(compose(&mut ben).status, 400);
 }
+
+#[test]
+fn sessions_survive_a_restart_with_the_key_file_of_the_data_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let with_key = |s: &mut baas_server::Settings, path: &std::path::Path| {
+        s.session_key = Some(baas_server::ui::SessionKey::load_or_create(path).expect("key"));
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_path = dir.path().join("session-key");
+    let app = TestApp::spawn_in(dir, |s| with_key(s, &key_path), |_| {});
+    let meta = std::fs::metadata(&key_path).expect("the key file is made on first start");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 64);
+    let first = std::fs::read(&key_path).expect("key");
+    app.user("rita", "user");
+    set_password(&app, "rita", "rita's password");
+    let mut s = Session::new(&app);
+    s.login("rita", "rita's password").expect(303);
+    s.get("/ui/images").expect(200);
+    let cookie = s.cookie.clone();
+
+    // The same data directory: the same key, the cookie still works.
+    let dir = app.stop();
+    let app = TestApp::spawn_in(dir, |s| with_key(s, &key_path), |_| {});
+    assert_eq!(std::fs::read(&key_path).expect("key"), first, "reused");
+    let mut s = Session::new(&app);
+    s.cookie = cookie.clone();
+    let page = s.get("/ui/images").expect(200).text();
+    assert!(page.contains("rita"), "still logged in: {page}");
+
+    // Without the key file (a key per process) the cookie is refused.
+    let dir = app.stop();
+    let app = TestApp::spawn_in(dir, |_| {}, |_| {});
+    let mut s = Session::new(&app);
+    s.cookie = cookie;
+    let r = s.get("/ui/images");
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(location(&r).starts_with("/ui/login"), "{}", location(&r));
+
+    // A damaged or exposed key file stops the server with what to do.
+    std::fs::write(&key_path, b"short").expect("damage");
+    let e = baas_server::ui::SessionKey::load_or_create(&key_path).expect_err("short");
+    assert!(e.to_string().contains("has 5 bytes, not 64"), "{e}");
+    std::fs::write(&key_path, first).expect("restore");
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let e = baas_server::ui::SessionKey::load_or_create(&key_path).expect_err("0644");
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    drop(app);
+}

@@ -42,15 +42,106 @@ pub fn mount(rocket: Rocket<Build>) -> Rocket<Build> {
 }
 
 /// A fresh secret key for the session cookies' encryption (from the
-/// operating system). Sessions therefore end when the server restarts.
-/// Without operating-system randomness the server cannot make secrets at
-/// all (tokens come from the same source, see `OsEntropy`), so it stops
-/// here rather than sign cookies with a guessable key.
+/// operating system), for servers without a key file: their sessions end
+/// when they restart. Without operating-system randomness the server cannot
+/// make secrets at all (tokens come from the same source, see `OsEntropy`),
+/// so it stops here rather than sign cookies with a guessable key.
 pub fn secret_key() -> rocket::config::SecretKey {
-    let mut key = [0u8; 64];
-    getrandom::fill(&mut key)
-        .expect("the operating system's random number generator failed: no key for web sessions");
-    rocket::config::SecretKey::from(&key)
+    SessionKey::random().secret()
+}
+
+/// The key that encrypts and authenticates the session cookies (64 bytes).
+#[derive(Clone)]
+pub struct SessionKey([u8; 64]);
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+impl SessionKey {
+    /// Bytes in a key (and in its file).
+    pub const LEN: usize = 64;
+
+    /// A fresh key from the operating system's randomness.
+    pub fn random() -> SessionKey {
+        let mut key = [0u8; Self::LEN];
+        getrandom::fill(&mut key).expect(
+            "the operating system's random number generator failed: no key for web sessions",
+        );
+        SessionKey(key)
+    }
+
+    /// Rocket's key.
+    pub fn secret(&self) -> rocket::config::SecretKey {
+        rocket::config::SecretKey::from(&self.0)
+    }
+
+    /// The key in `path`, made on first use: 64 bytes from the operating
+    /// system's randomness, written to a temporary file of mode 0600,
+    /// flushed, and linked into place only if no other server did it
+    /// first (then theirs is used), so sessions survive restarts and every
+    /// server sharing the data directory accepts the same cookies. A file
+    /// of another length, or readable by other users, is an error that
+    /// says what to do.
+    pub fn load_or_create(path: &std::path::Path) -> anyhow::Result<SessionKey> {
+        use anyhow::Context as _;
+        use std::io::Write as _;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        if !path.exists() {
+            let key = SessionKey::random();
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("creating the session key file {}", tmp.display()))?;
+            f.write_all(&key.0)
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing the session key file {}", tmp.display()))?;
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    if let Some(dir) = path.parent() {
+                        // The new name durable too (best effort: a lost
+                        // name only ends sessions once more).
+                        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                    }
+                    return Ok(key);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("creating the session key file {}", path.display())
+                    })
+                }
+            }
+        }
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("reading the session key file {}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        anyhow::ensure!(
+            mode & 0o077 == 0,
+            "the session key file {} has mode {mode:o}: other users could forge web sessions; \
+             run chmod 600 on it",
+            path.display()
+        );
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading the session key file {}", path.display()))?;
+        let key: [u8; Self::LEN] = bytes.as_slice().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "the session key file {} has {} bytes, not {}: delete it and a new key is \
+                 made at the next start (logged-in users log in again)",
+                path.display(),
+                bytes.len(),
+                Self::LEN
+            )
+        })?;
+        Ok(SessionKey(key))
+    }
 }
 
 /// Every route of the UI, to mount at `/ui`.

@@ -118,7 +118,16 @@ impl TestApp {
         f: impl FnOnce(&mut Settings),
         c: impl FnOnce(&mut baas_core::Config),
     ) -> TestApp {
-        let dir = tempfile::tempdir().expect("temp dir");
+        TestApp::spawn_in(tempfile::tempdir().expect("temp dir"), f, c)
+    }
+
+    /// A server on the data directory `dir` (a fresh one, or one an
+    /// earlier server ran on: see [`TestApp::stop`]).
+    pub fn spawn_in(
+        dir: TempDir,
+        f: impl FnOnce(&mut Settings),
+        c: impl FnOnce(&mut baas_core::Config),
+    ) -> TestApp {
         let mut options = baas_embedded::Options::data_dir(dir.path());
         c(&mut options.config);
         let baas = baas_embedded::open(&options).expect("open the embedded store");
@@ -362,6 +371,17 @@ pub fn read(mut res: http::Response<ureq::Body>) -> Resp {
         status,
         headers,
         body,
+    }
+}
+
+impl TestApp {
+    /// Shuts the server down and hands its data directory back (to start
+    /// another server on it).
+    pub fn stop(mut self) -> TempDir {
+        if let Some(s) = self.shutdown.take() {
+            s.notify();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
     }
 }
 
