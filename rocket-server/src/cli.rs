@@ -288,6 +288,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 public_url: cli.server.public_url,
                 mos_dir: Some(cli.store.data_dir.join("mos")),
                 mos_cmdline: cli.server.mos_cmdline,
+                session_key: Some(crate::ui::SessionKey::load_or_create(
+                    &cli.store.data_dir.join("session-key"),
+                )?),
                 ..Settings::default()
             };
             let rocket = crate::build(baas, settings);
@@ -300,9 +303,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             email,
             display_name,
         }) => {
-                session_key: Some(crate::ui::SessionKey::load_or_create(
-                    &cli.store.data_dir.join("session-key"),
-                )?),
             let user = baas
                 .create_user(
                     &Actor::System,
