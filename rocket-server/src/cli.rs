@@ -56,7 +56,10 @@ pub struct StoreArgs {
     pub user_quota_bytes: Option<u64>,
     /// Machines with an unknown MAC that PXE-boot: `enroll` (they boot the
     /// management OS, report their inventory and wait as `pending` for an
-    /// admin) or `ignore` (they boot their local disk).
+    /// admin) or `ignore` (they boot their local disk). The first value of
+    /// an admin setting stored in the database: once set, later starts keep
+    /// the stored value, which an admin changes at runtime with
+    /// `PUT /api/v1/admin/settings`.
     #[arg(
         long,
         env = "BAAS_UNKNOWN_MACHINES",
@@ -249,9 +252,18 @@ pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// First start on an empty store: creates the admin `admin` and writes its
-/// token to `<data-dir>/admin-token`.
+/// At every start: stores the settings given on the command line as the
+/// initial ones unless an admin set them already. First start on an empty
+/// store: creates the admin `admin` and writes its token to
+/// `<data-dir>/admin-token`.
 pub fn bootstrap(baas: &Baas, data_dir: &Path) -> anyhow::Result<()> {
+    let settings = baas
+        .init_settings(&Actor::System)
+        .map_err(|e| anyhow::anyhow!("initialising the server settings: {}", e.detailed()))?;
+    tracing::info!(
+        unknown_machines = settings.unknown_machines.as_str(),
+        "settings in force (an admin changes them with PUT /api/v1/admin/settings)"
+    );
     let Some((user, secret)) = baas
         .bootstrap_admin("admin")
         .map_err(|e| anyhow::anyhow!("creating the first admin: {}", e.detailed()))?

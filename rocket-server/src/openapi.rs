@@ -77,6 +77,8 @@ use crate::{api, compat};
         api::boot::mos_file,
         api::admin::collect_garbage,
         api::admin::storage_usage,
+        api::admin::get_settings,
+        api::admin::put_settings,
         openapi_json,
         crate::ops::healthz,
         crate::ops::metrics,

@@ -699,6 +699,22 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
             [401, 403, 403, 200, 200, 403],
             Box::new(|_| bare(M::GET, "/api/v1/admin/storage".into())),
         ),
+        (
+            "GET /api/v1/admin/settings",
+            [401, 403, 403, 403, 200, 403],
+            Box::new(|_| bare(M::GET, "/api/v1/admin/settings".into())),
+        ),
+        (
+            "PUT /api/v1/admin/settings",
+            [401, 403, 403, 403, 200, 403],
+            Box::new(|_| {
+                json_req(
+                    M::PUT,
+                    "/api/v1/admin/settings".into(),
+                    json!({"unknown_machines": "ignore"}),
+                )
+            }),
+        ),
         // --- the agent protocol
         (
             "POST /api/v1/machines/<machine>/agent-token",

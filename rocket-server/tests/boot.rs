@@ -676,3 +676,74 @@ fn placements_wait_say_why_and_bind_when_a_machine_fits() {
         "refused requests leave nothing behind"
     );
 }
+
+/// The enrollment policy is an admin setting: `--unknown-machines` only
+/// seeds it; an admin flips it over REST and the very next boot decision
+/// follows, without a restart; a restart keeps what the admin chose.
+#[test]
+fn enrollment_policy_is_an_admin_setting_effective_at_the_next_boot() {
+    let mos = tempfile::tempdir().expect("dir");
+    let app = TestApp::spawn_with(|s| s.mos_dir = Some(mos.path().to_path_buf()));
+    let settings = app
+        .get("/api/v1/admin/settings", Some(&app.admin))
+        .expect(200)
+        .json();
+    assert_eq!(settings, json!({"unknown_machines": "ignore"}));
+    let s = boot(&app, "52:54:00:b0:09:01", None);
+    assert!(
+        s.contains("enrollment is off") && s.contains("sanboot"),
+        "{s}"
+    );
+    let (_, moderator) = app.user("mo", "moderator");
+    app.json(
+        Method::PUT,
+        "/api/v1/admin/settings",
+        Some(&moderator),
+        &json!({"unknown_machines": "enroll"}),
+    )
+    .expect_error(403, "forbidden");
+    let e = app
+        .json(
+            Method::PUT,
+            "/api/v1/admin/settings",
+            Some(&app.admin),
+            &json!({"unknown_machines": "sometimes"}),
+        )
+        .expect_error(400, "invalid_input");
+    assert_eq!(e["error"]["field"], "unknown_machines", "{e}");
+    app.json(
+        Method::PUT,
+        "/api/v1/admin/settings",
+        Some(&app.admin),
+        &json!({"unknown": "enroll"}),
+    )
+    .expect(400);
+    let now = app
+        .json(
+            Method::PUT,
+            "/api/v1/admin/settings",
+            Some(&app.admin),
+            &json!({"unknown_machines": "enroll"}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(now, json!({"unknown_machines": "enroll"}));
+    let s = boot(&app, "52:54:00:b0:09:02", None);
+    assert!(
+        s.contains("is enrolling") && s.contains("baas.token="),
+        "{s}"
+    );
+    app.get("/api/v1/machines/52:54:00:b0:09:02", Some(&app.admin))
+        .expect(200);
+    // The same data directory opened again, with the flag's default
+    // (`ignore`): the stored setting stays.
+    let reopened = common::open_store(app.dir.path());
+    baas_server::cli::bootstrap(&reopened, app.dir.path()).expect("bootstrap");
+    assert_eq!(
+        reopened
+            .init_settings(&baas_core::Actor::System)
+            .expect("settings")
+            .unknown_machines,
+        EnrollPolicy::Enroll
+    );
+}

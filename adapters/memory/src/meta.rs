@@ -20,6 +20,7 @@ struct State {
     machines: HashMap<MachineId, Machine>,
     jobs: BTreeMap<i64, Job>,
     placements: BTreeMap<i64, Placement>,
+    settings: HashMap<String, String>,
     events: HashMap<JobId, Vec<JobEvent>>,
     machine_events: HashMap<MachineId, Vec<JobEvent>>,
     next_seq: i64,
@@ -567,6 +568,26 @@ impl MetadataStore for MemoryMetadataStore {
             .get(&id)
             .map(|v| v.iter().rev().take(limit as usize).cloned().collect())
             .unwrap_or_default())
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.lock()?.settings.get(key).cloned())
+    }
+
+    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.lock()?
+            .settings
+            .insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        Ok(self
+            .lock()?
+            .settings
+            .entry(key.to_string())
+            .or_insert_with(|| value.to_string())
+            .clone())
     }
 }
 

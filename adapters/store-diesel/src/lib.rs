@@ -29,6 +29,7 @@ mod placement;
 mod queue;
 mod rows;
 mod schema;
+mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -956,6 +956,24 @@ impl MetadataStore for DieselMetadataStore {
             Ok(rows.into_iter().map(MachineEventRow::into_model).collect())
         })
     }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.read(&format!("reading setting {key}"), |c| {
+            crate::settings::get(c, key)
+        })
+    }
+
+    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.write(&format!("changing setting {key}"), |c| {
+            crate::settings::set(c, key, value)
+        })
+    }
+
+    fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        self.write(&format!("initialising setting {key}"), |c| {
+            crate::settings::init(c, key, value)
+        })
+    }
 }
 
 /// Names the clash when a machine's MAC, name or id is taken.

@@ -184,6 +184,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    settings (key) {
+        key -> Text,
+        value -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     tokens,
@@ -198,5 +205,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_entries,
     job_events,
     placements,
+    settings,
     machine_events,
 );

@@ -682,3 +682,24 @@ pub fn deleting_a_user_cascades_but_not_with_pending_jobs(s: &Subject) {
     assert!(m.image(kept_img.id).expect("get").is_some());
     assert!(m.user(keep.id).expect("get").is_some());
 }
+
+/// Settings: absent until set; `init_setting` keeps a value already set;
+/// `set_setting` replaces it.
+pub fn settings_round_trip(s: &Subject) {
+    let m = &*s.meta;
+    let key = format!("test.key-{}", suffix());
+    assert_eq!(m.setting(&key).expect("read"), None);
+    assert_eq!(m.init_setting(&key, "first").expect("init"), "first");
+    assert_eq!(
+        m.init_setting(&key, "second").expect("init"),
+        "first",
+        "kept"
+    );
+    assert_eq!(m.setting(&key).expect("read").as_deref(), Some("first"));
+    m.set_setting(&key, "third").expect("set");
+    assert_eq!(m.setting(&key).expect("read").as_deref(), Some("third"));
+    let other = format!("test.other-{}", suffix());
+    m.set_setting(&other, "x").expect("set a new key");
+    assert_eq!(m.setting(&other).expect("read").as_deref(), Some("x"));
+    assert_eq!(m.setting(&key).expect("read").as_deref(), Some("third"));
+}

@@ -159,7 +159,8 @@ macro_rules! metadata_store_conformance {
             concurrent_commits_get_distinct_consecutive_numbers, versions_in_use_cannot_be_deleted,
             deleting_an_image_touches_nothing_else, referenced_chunks_and_quota_bytes,
             upload_sessions, setups_round_trip, machines_are_unique_and_round_trip,
-            machine_contact_and_history, deleting_a_user_cascades_but_not_with_pending_jobs);
+            machine_contact_and_history, deleting_a_user_cascades_but_not_with_pending_jobs,
+            settings_round_trip);
         $crate::__conformance_cases!($make, queue:
             enqueue_assigns_increasing_seq, take_next_is_fifo_and_one_at_a_time,
             take_next_hands_out_each_job_once_under_concurrency, transition_is_compare_and_set,
@@ -195,7 +196,8 @@ macro_rules! services_conformance {
             compaction_dictionary_outlives_every_frame_that_needs_it,
             machine_presence_and_power_by_hand, sharing_with_named_users,
             boot_decisions_enrollment_sessions_and_power, neutral_state_after_jobs,
-            placement_on_any_machine_that_fits, jobs_wait_for_their_window);
+            placement_on_any_machine_that_fits, jobs_wait_for_their_window,
+            enrollment_policy_is_an_admin_setting);
     };
 }
 

@@ -2085,3 +2085,89 @@ pub fn sharing_with_named_users(s: &ServicesSubject) {
         .expect("admins manage it too")
         .is_empty());
 }
+
+/// The enrollment policy is an admin setting in the store: the
+/// configuration only seeds it (at the server's start), an admin changes
+/// it at runtime, and the next boot decision, on any server sharing the
+/// store, follows it.
+pub fn enrollment_policy_is_an_admin_setting(s: &ServicesSubject) {
+    let b = Baas::new(s.0.clone(), Config::default());
+    let p = people(&b);
+    let mac = |n: u8| {
+        let u = *super::fresh_uuid().as_bytes();
+        MacAddress([0x52, 0x54, 0xe7, u[0], u[1], n])
+    };
+    assert_eq!(
+        b.init_settings(&Actor::System)
+            .expect("init")
+            .unknown_machines,
+        EnrollPolicy::Ignore
+    );
+    assert!(
+        is_mos(&b.boot(mac(1), None).expect("boot")).is_none(),
+        "ignored"
+    );
+    for who in [&p.alice, &p.moderator] {
+        assert_eq!(
+            b.admin_settings(who).expect_err("admins only").kind(),
+            ErrorKind::Forbidden
+        );
+        assert_eq!(
+            b.set_admin_settings(
+                who,
+                AdminSettingsPatch {
+                    unknown_machines: Some(EnrollPolicy::Enroll)
+                }
+            )
+            .expect_err("admins only")
+            .kind(),
+            ErrorKind::Forbidden
+        );
+    }
+    assert_eq!(
+        b.init_settings(&p.admin).expect_err("the server's").kind(),
+        ErrorKind::Forbidden
+    );
+    let now = b
+        .set_admin_settings(
+            &p.admin,
+            AdminSettingsPatch {
+                unknown_machines: Some(EnrollPolicy::Enroll),
+            },
+        )
+        .expect("set");
+    assert_eq!(now.unknown_machines, EnrollPolicy::Enroll);
+    assert!(
+        is_mos(&b.boot(mac(2), None).expect("boot")).is_some(),
+        "enrolls without a restart"
+    );
+    // Another server on the same store, started with the old flag: the
+    // stored setting wins, and its boot decisions follow it too.
+    let other = Baas::new(s.0.clone(), Config::default());
+    assert_eq!(
+        other
+            .init_settings(&Actor::System)
+            .expect("init")
+            .unknown_machines,
+        EnrollPolicy::Enroll
+    );
+    assert!(is_mos(&other.boot(mac(3), None).expect("boot")).is_some());
+    assert_eq!(
+        b.set_admin_settings(&p.admin, AdminSettingsPatch::default())
+            .expect("no change")
+            .unknown_machines,
+        EnrollPolicy::Enroll
+    );
+    b.set_admin_settings(
+        &p.admin,
+        AdminSettingsPatch {
+            unknown_machines: Some(EnrollPolicy::Ignore),
+        },
+    )
+    .expect("set");
+    assert!(is_mos(&other.boot(mac(4), None).expect("boot")).is_none());
+    assert_eq!(
+        b.admin_settings(&p.admin).expect("read").unknown_machines,
+        EnrollPolicy::Ignore
+    );
+}

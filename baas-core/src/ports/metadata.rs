@@ -157,4 +157,14 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn append_machine_event(&self, id: MachineId, event: &JobEvent) -> Result<()>;
     /// A machine's history, newest first, at most `limit` lines.
     fn machine_events(&self, id: MachineId, limit: u32) -> Result<Vec<JobEvent>>;
+
+    // --- server settings an admin changes at runtime
+
+    /// The value of setting `key`, if set.
+    fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets `key` to `value`.
+    fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+    /// Sets `key` to `value` unless it is set already (concurrent callers
+    /// agree on one); returns the value in force.
+    fn init_setting(&self, key: &str, value: &str) -> Result<String>;
 }

@@ -9,7 +9,7 @@
 //! agent ([`Actor::Agent`]): it reads only that machine's active job, and it
 //! expires after [`Config::boot_token_ttl_ms`](super::Config).
 
-use super::policy::{can_cancel_job, check_moderator};
+use super::policy::{can_cancel_job, check_admin, check_moderator};
 use super::{Actor, Baas};
 use crate::model::*;
 use crate::ports::{JobFilter, PowerAction};
@@ -24,6 +24,33 @@ pub enum EnrollPolicy {
     /// Register them as `pending` and boot the management OS, whose agent
     /// reports the inventory; an admin then accepts (or retires) them.
     Enroll,
+}
+
+impl EnrollPolicy {
+    /// The name, as stored and shown: `ignore` or `enroll`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollPolicy::Ignore => "ignore",
+            EnrollPolicy::Enroll => "enroll",
+        }
+    }
+}
+
+/// The settings key of the enrollment policy.
+const ENROLL_KEY: &str = "unknown_machines";
+
+/// The server settings an admin changes at runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// What happens to machines whose MAC the server does not know.
+    pub unknown_machines: EnrollPolicy,
+}
+
+/// A change to [`AdminSettings`]; `None` leaves a field alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdminSettingsPatch {
+    /// The new enrollment policy.
+    pub unknown_machines: Option<EnrollPolicy>,
 }
 
 impl std::str::FromStr for EnrollPolicy {
@@ -73,15 +100,70 @@ pub struct PowerRequest {
 }
 
 impl Baas {
+    /// Stores the configured settings as the initial ones unless an admin
+    /// set them already (the server, at start: so a flag is the default of
+    /// a new installation, and what the admin chose later survives
+    /// restarts).
+    pub fn init_settings(&self, actor: &Actor) -> Result<AdminSettings> {
+        if *actor != Actor::System {
+            return Err(Error::forbidden(
+                "only the server itself initialises settings",
+            ));
+        }
+        match self
+            .meta
+            .init_setting(ENROLL_KEY, self.config.enroll.as_str())
+        {
+            Ok(_) => {}
+            // Another server initialised it at the same moment.
+            Err(e) if e.kind() == crate::ErrorKind::Conflict => {}
+            Err(e) => return Err(e),
+        }
+        self.current_settings()
+    }
+
+    /// The settings in force: what an admin stored, else the configuration.
+    fn current_settings(&self) -> Result<AdminSettings> {
+        let unknown_machines = match self.meta.setting(ENROLL_KEY)? {
+            Some(v) => v.parse().map_err(|e: Error| {
+                Error::internal(format!("the stored setting {ENROLL_KEY} is {v:?}")).with_source(e)
+            })?,
+            None => self.config.enroll,
+        };
+        Ok(AdminSettings { unknown_machines })
+    }
+
+    /// The server settings an admin changes at runtime (admins).
+    pub fn admin_settings(&self, actor: &Actor) -> Result<AdminSettings> {
+        check_admin(actor, "read the server settings")?;
+        self.current_settings()
+    }
+
+    /// Changes server settings (admins); effective at once (the next boot
+    /// decision uses the new enrollment policy), on every server sharing
+    /// the database.
+    pub fn set_admin_settings(
+        &self,
+        actor: &Actor,
+        patch: AdminSettingsPatch,
+    ) -> Result<AdminSettings> {
+        check_admin(actor, "change the server settings")?;
+        if let Some(p) = patch.unknown_machines {
+            self.meta.set_setting(ENROLL_KEY, p.as_str())?;
+        }
+        self.current_settings()
+    }
+
     /// Decides what the machine with `mac` boots now. Anonymous: see the
-    /// module documentation. Unknown machines enroll or are ignored, as
-    /// [`Config::enroll`](super::Config) says; `arch` is what the firmware
+    /// module documentation. Unknown machines enroll or are ignored, as the
+    /// admin's setting says (see [`Baas::set_admin_settings`]; initially
+    /// [`Config::enroll`](super::Config)); `arch` is what the firmware
     /// reported, used when a machine enrolls.
     pub fn boot(&self, mac: MacAddress, arch: Option<Arch>) -> Result<BootAction> {
         let local = |reason: String| Ok(BootAction::LocalDisk { reason });
         let machine = match self.meta.machine_by_mac(mac)? {
             Some(m) => m,
-            None => match self.config.enroll {
+            None => match self.current_settings()?.unknown_machines {
                 EnrollPolicy::Ignore => {
                     return local(format!("{mac} is not a BAAS machine (enrollment is off)"))
                 }

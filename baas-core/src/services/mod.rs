@@ -23,7 +23,7 @@ mod users;
 
 pub use agent::LocalAgentLink;
 pub use auth::Actor;
-pub use boot::{BootAction, EnrollPolicy, PowerRequest};
+pub use boot::{AdminSettings, AdminSettingsPatch, BootAction, EnrollPolicy, PowerRequest};
 pub use export::VersionReader;
 pub use gc::{CompactReport, GcReport, DICTIONARY_MIN_CHUNKS};
 pub use images::{ImagePatch, NewImage};
@@ -53,7 +53,8 @@ pub struct Config {
     /// servers that share a chunk directory.
     pub gc_margin_ms: i64,
     /// What happens to machines whose MAC the server does not know when
-    /// they PXE-boot.
+    /// they PXE-boot, until an admin changes it at runtime (the initial
+    /// value of that setting).
     pub enroll: EnrollPolicy,
     /// Lifetime of the agent credential a management-OS boot gets.
     pub boot_token_ttl_ms: i64,

@@ -76,6 +76,8 @@ pub fn routes() -> Vec<Route> {
         jobs::cancel_placement,
         admin::collect_garbage,
         admin::storage_usage,
+        admin::get_settings,
+        admin::put_settings,
         crate::openapi::openapi_json,
     ]
 }
