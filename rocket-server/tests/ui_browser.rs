@@ -5,7 +5,8 @@
 //! resume an upload cut off midway after a refresh, compose a setup,
 //! launch it on a machine, watch the job on the dashboard move live), then what must not happen: another user seeing the image,
 //! a script in an image name running, a form without its CSRF token being
-//! accepted. Screenshots of every page go to `target/ui-screenshots/`.
+//! accepted; an admin's power buttons on a machine page. Screenshots of
+//! every page go to `target/ui-screenshots/`.
 //!
 //! Under `CI=true` a missing Chromium or chromedriver fails the test;
 //! elsewhere the test says so and passes without running.
@@ -630,4 +631,41 @@ fn a_researcher_uses_the_web_ui_in_chromium() {
             .then_some(())
     });
     b.screenshot("15-admin");
+
+    // Power by hand on the machine page: node-42 gets a QMP adapter whose
+    // socket nobody listens on, so the buttons show and the failure is
+    // reported and recorded (no VM needed: the browser test stays fast).
+    let node = app
+        .get("/api/v1/machines/52:54:00:00:00:42", Some(&app.admin))
+        .expect(200)
+        .json()["id"]
+        .as_str()
+        .expect("node-42's id")
+        .to_string();
+    let sock = app.dir.path().join("node-42-qmp.sock");
+    app.json(
+        ureq::http::Method::PUT,
+        &format!("/api/v1/machines/{node}/boot-config"),
+        Some(&app.admin),
+        &json!({"power": {"kind": "qmp", "address": format!("unix:{}", sock.display())}}),
+    )
+    .expect(200);
+    b.goto(&app.url(&format!("/ui/machines/{node}")));
+    b.find("#power-actions");
+    assert!(b.text("main").contains("QEMU (QMP at unix:"));
+    b.screenshot("16-machine-power");
+    b.click("#power-cycle");
+    wait_for("the power error page", || {
+        b.text("main").contains("QMP").then_some(())
+    });
+    assert!(b.text("h1").contains("503"), "{}", b.text("main"));
+    b.screenshot("17-power-failed");
+    b.goto(&app.url(&format!("/ui/machines/{node}")));
+    assert!(
+        b.text("#machine-events")
+            .contains("power cycle by admin failed (qmp)"),
+        "{}",
+        b.text("main")
+    );
+    b.screenshot("18-machine-history");
 }

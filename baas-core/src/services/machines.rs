@@ -247,9 +247,13 @@ impl Baas {
         let now = self.clock.now();
         let limit = self.config.offline_after_ms;
         let heard_since = |t: Timestamp| m.last_seen.is_some_and(|s| s >= t);
-        let silent = m
-            .last_seen
-            .is_none_or(|s| now.millis().saturating_sub(s.millis()) > limit);
+        // Nothing heard since the later of its last contact and `since`
+        // (when contact became due), for longer than the limit.
+        let silent = |since: Option<Timestamp>| {
+            m.last_seen
+                .max(since)
+                .is_none_or(|t| now.millis().saturating_sub(t.millis()) > limit)
+        };
         // Silent since the server cycled its power to make it boot, for
         // longer than the limit.
         let cycled_and_silent = |j: &Job| {
@@ -261,9 +265,9 @@ impl Baas {
             .iter()
             .find(|j| j.state.is_active() && j.state != JobState::Queued);
         let expected_silent = match (m.state, active) {
-            (MachineState::Pending, _) => silent,
+            (MachineState::Pending, _) => silent(None),
             (_, Some(j)) => match j.state {
-                JobState::Provisioning | JobState::Capturing => silent,
+                JobState::Provisioning | JobState::Capturing => silent(j.started_at),
                 // The user's OS runs no agent: silence says nothing, unless
                 // the session ended and the server cycled it back.
                 JobState::Running if j.session.ended(now) => cycled_and_silent(j),
