@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use super::pipeline::{retry, runs, scan, Crew, Fault, Layout, Meter};
 use super::{FlashOptions, FlashReport, MAX_REFETCHES};
 use crate::content::{is_zero, ChunkHash, FrameDecoder, Manifest, ManifestBuilder};
-use crate::delta::{apply_delta, worth_asking, BlockHashes, DeltaReply, DeltaWant};
+use crate::delta::{apply_delta, BlockHashes, DeltaReply, DeltaWant};
 use crate::model::{JobId, Progress};
 use crate::ports::{AgentLink, BlockDevice};
 use crate::{Error, Result};
@@ -108,8 +108,8 @@ enum Local {
     Zero,
     /// Differs: fetch the image's chunk.
     Fetch,
-    /// Differs, and the device holds data there: ask for a delta against
-    /// these block hashes of it.
+    /// Differs: ask for a delta against these block hashes of what the
+    /// device holds there.
     Patch(BlockHashes),
 }
 
@@ -127,7 +127,7 @@ fn classify(manifest: &Manifest, index: usize, bytes: &[u8], deltas: Option<&Del
             };
             if have == want {
                 Local::Same
-            } else if deltas.is_some_and(|g| g.asking(index)) && worth_asking(bytes) {
+            } else if deltas.is_some_and(|g| g.asking(index)) {
                 Local::Patch(BlockHashes::of(bytes))
             } else {
                 Local::Fetch
@@ -141,14 +141,15 @@ enum Batch {
     /// Whole frames: distinct hashes, each with every position that holds
     /// it.
     Frames(Vec<(ChunkHash, Vec<usize>)>),
-    /// Deltas: one per position, against the device's bytes there.
-    Deltas(Vec<(DeltaWant, usize)>),
+    /// Deltas: distinct wants (hash and local block hashes), each with
+    /// every position that wants it.
+    Deltas(Vec<(DeltaWant, Vec<usize>)>),
 }
 
 /// What arrived for a chunk.
 enum Payload {
     Frame(Vec<u8>),
-    /// A delta against the device's bytes at the (one) position.
+    /// A delta against the device's bytes at each position.
     Delta(Vec<u8>),
 }
 
@@ -183,7 +184,8 @@ struct Plan {
     compared_bytes: u64,
     batch: Vec<(ChunkHash, Vec<usize>)>,
     batch_index: HashMap<ChunkHash, usize>,
-    deltas: Vec<(DeltaWant, usize)>,
+    deltas: Vec<(DeltaWant, Vec<usize>)>,
+    delta_index: HashMap<DeltaWant, usize>,
     zero_run: Option<Range<usize>>,
 }
 
@@ -388,6 +390,7 @@ impl Ctx<'_> {
             batch: Vec::new(),
             batch_index: HashMap::new(),
             deltas: Vec::new(),
+            delta_index: HashMap::new(),
             zero_run: None,
         };
         let send = |plan: &mut Plan| -> Result<()> {
@@ -403,6 +406,7 @@ impl Ctx<'_> {
             if plan.deltas.is_empty() {
                 return Ok(());
             }
+            plan.delta_index.clear();
             batches
                 .send(Batch::Deltas(std::mem::take(&mut plan.deltas)))
                 .map_err(|_| Error::internal("the fetchers stopped"))
@@ -437,10 +441,19 @@ impl Ctx<'_> {
                         },
                         Local::Patch(blocks) => {
                             plan.fetch_bytes += layout.len(i) as u64;
-                            let hash = manifest.chunk_hash(i);
-                            plan.deltas.push((DeltaWant { hash, blocks }, i));
-                            if plan.deltas.len() >= batch_size {
-                                send_deltas(&mut plan)?;
+                            let want = DeltaWant {
+                                hash: manifest.chunk_hash(i),
+                                blocks,
+                            };
+                            match plan.delta_index.get(&want) {
+                                Some(&at) => plan.deltas[at].1.push(i),
+                                None => {
+                                    plan.delta_index.insert(want.clone(), plan.deltas.len());
+                                    plan.deltas.push((want, vec![i]));
+                                    if plan.deltas.len() >= batch_size {
+                                        send_deltas(&mut plan)?;
+                                    }
+                                }
                             }
                         }
                         Local::Fetch => {
@@ -501,7 +514,7 @@ impl Ctx<'_> {
                         .collect()
                 }
                 Batch::Deltas(batch) => {
-                    let (wants, positions): (Vec<DeltaWant>, Vec<usize>) =
+                    let (wants, positions): (Vec<DeltaWant>, Vec<Vec<usize>>) =
                         batch.into_iter().unzip();
                     let got = match self.fetch_deltas(&wants) {
                         Ok(got) => got,
@@ -511,7 +524,7 @@ impl Ctx<'_> {
                         .into_iter()
                         .zip(positions)
                         .zip(got)
-                        .map(|((want, at), reply)| {
+                        .map(|((want, positions), reply)| {
                             self.gauge.record(matches!(reply, DeltaReply::Delta(_)));
                             Fetched {
                                 hash: want.hash,
@@ -519,7 +532,7 @@ impl Ctx<'_> {
                                     DeltaReply::Frame(f) => Payload::Frame(f),
                                     DeltaReply::Delta(d) => Payload::Delta(d),
                                 },
-                                positions: vec![at],
+                                positions,
                             }
                         })
                         .collect()
@@ -611,26 +624,36 @@ impl Ctx<'_> {
         let Fetched {
             hash,
             payload,
-            positions,
+            mut positions,
         } = item;
         let mut refetches = 0;
         let mut frame = match payload {
             Payload::Frame(frame) => frame,
             Payload::Delta(delta) => {
-                let &[at] = positions.as_slice() else {
-                    return Err(Error::internal("a delta for several positions"));
-                };
-                let mut local = vec![0u8; self.layout.len(at)];
-                self.device.read_at(self.layout.offset(at), &mut local)?;
-                match apply_delta(&delta, &local, &hash) {
-                    Ok(data) => {
-                        self.write_data(&hash, &data, positions, written)?;
-                        self.counters.deltas.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
+                // One position at a time: memory stays one chunk whatever
+                // the number of positions.
+                let mut failed = None;
+                for (k, &at) in positions.iter().enumerate() {
+                    let mut local = vec![0u8; self.layout.len(at)];
+                    self.device.read_at(self.layout.offset(at), &mut local)?;
+                    match apply_delta(&delta, &local, &hash) {
+                        Ok(bytes) => {
+                            self.write_data(&hash, &bytes, vec![at], written)?;
+                            self.counters.deltas.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failed = Some((k, e));
+                            break;
+                        }
                     }
+                }
+                match failed {
+                    None => return Ok(()),
                     // A wrong delta (or a short hash that collided) costs
-                    // the whole frame, never a wrong disk.
-                    Err(_) => {
+                    // the whole frame, never a wrong disk; it goes to the
+                    // positions not rebuilt yet.
+                    Some((k, _)) => {
+                        positions.drain(..k);
                         refetches += 1;
                         self.counters.refetched.fetch_add(1, Ordering::Relaxed);
                         self.fetch(std::slice::from_ref(&hash))?

@@ -149,7 +149,8 @@ impl Baas {
     /// local content (`crate::delta`): for each wanted chunk, in order, a
     /// delta when it saves bytes against the stored frame, else the frame.
     /// Every hash must be in the manifest, and each want must give one
-    /// block hash per 4 KiB block of its chunk.
+    /// block hash per 4 KiB block of its chunk, or none (all-zero local
+    /// content).
     pub fn agent_chunk_deltas(
         &self,
         actor: &Actor,
@@ -183,7 +184,7 @@ impl Baas {
             let frame = self.chunks.get(&w.hash).map_err(missing(w.hash))?;
             let new =
                 decoder.decode(&frame, &w.hash, |d| self.chunks.get(d).map_err(missing(*d)))?;
-            if w.blocks.len() != crate::delta::blocks_of(new.len()) {
+            if !w.blocks.all_zero() && w.blocks.len() != crate::delta::blocks_of(new.len()) {
                 return Err(Error::invalid(
                     "blocks",
                     format!(
