@@ -16,6 +16,8 @@ use crate::ratelimit::AuthLimiter;
 pub struct Caller {
     baas: Baas,
     actor: Actor,
+    /// The bearer secret, to check again during a long poll.
+    token: String,
 }
 
 impl Caller {
@@ -34,6 +36,23 @@ impl Caller {
         let baas = self.baas.clone();
         let actor = self.actor.clone();
         blocking(move || f(&baas, &actor)).await
+    }
+
+    /// [`Caller::run`], authenticating the credential again first: for
+    /// the calls of a long poll, whose credential may be revoked while it
+    /// waits (a machine's next boot revokes its earlier boot credentials).
+    pub async fn run_current<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Baas, &Actor) -> baas_core::Result<T> + Send + 'static,
+    {
+        let baas = self.baas.clone();
+        let token = self.token.clone();
+        blocking(move || {
+            let actor = baas.authenticate(&token)?;
+            f(&baas, &actor)
+        })
+        .await
     }
 }
 
@@ -90,9 +109,9 @@ impl<'r> FromRequest<'r> for Caller {
                 return Outcome::Error((remember(req, err.clone()), err));
             }
         }
-        let b = baas.clone();
-        match blocking(move || b.authenticate(&token)).await {
-            Ok(actor) => Outcome::Success(Caller { baas, actor }),
+        let (b, secret) = (baas.clone(), token.clone());
+        match blocking(move || b.authenticate(&secret)).await {
+            Ok(actor) => Outcome::Success(Caller { baas, actor, token }),
             Err(err) => {
                 if let (Some(l), Some(ip), 401) = (limiter, ip, err.status().code) {
                     l.failed(ip);

@@ -747,3 +747,88 @@ fn enrollment_policy_is_an_admin_setting_effective_at_the_next_boot() {
         EnrollPolicy::Enroll
     );
 }
+
+/// Each boot decision revokes the machine's earlier per-boot credentials,
+/// whatever it decides: the credential of boot 1 gets 401 after boot 2's
+/// decision, and a dead agent's long poll takes no job.
+#[test]
+fn a_boot_decision_revokes_the_credentials_of_earlier_boots() {
+    let mos = tempfile::tempdir().expect("dir");
+    let app = enrolling_app(mos.path());
+    let mac = "52:54:00:b0:0a:01";
+    let next_job = |token: &str, wait: u32| {
+        app.get(
+            &format!("/api/v1/agent/machines/{mac}/next-job?wait_ms={wait}"),
+            Some(token),
+        )
+    };
+    // Boot 1 enrolls: its credential works (no work while pending).
+    let boot1 = token_of(&boot(&app, mac, None));
+    next_job(&boot1, 0).expect(204);
+    // An admin-issued agent credential is not a boot credential.
+    let machine = app
+        .post(
+            &format!("/api/v1/machines/{mac}/accept"),
+            Some(&app.admin),
+            &json!({}),
+        )
+        .expect(200)
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let issued = app.agent_token(&machine);
+    let (_, user) = app.user("dora", "user");
+    let image = app.post_image(&user, "img", 1 << 20);
+    app.upload(&user, &image, &[9u8; 40_000]).expect(201);
+    let first = app
+        .boot_queue(&user, &machine, &image, 1)
+        .expect(201)
+        .json();
+
+    // Boot 2 (work to do): boot 1's credential is dead.
+    let boot2 = token_of(&boot(&app, mac, None));
+    assert_ne!(boot1, boot2);
+    next_job(&boot1, 0).expect_error(401, "unauthenticated");
+    app.get(&format!("/api/v1/machines/{machine}"), Some(&boot1))
+        .expect_error(401, "unauthenticated");
+
+    // Boot 2's agent waits in a long poll for work that is not there yet;
+    // then the machine boots again (nothing to do: its disk), which kills
+    // boot 2's credential, and only then is a job queued. The waiting poll
+    // must not take it.
+    app.post(
+        &format!("/api/v1/jobs/{}/cancel", first["id"].as_str().expect("id")),
+        Some(&user),
+        &json!({}),
+    )
+    .expect(200);
+    let waiting = std::thread::scope(|scope| {
+        let poll = scope.spawn(|| next_job(&boot2, 3000));
+        let s = boot(&app, mac, None);
+        assert!(
+            s.contains("nothing to do") && !s.contains("baas.token="),
+            "{s}"
+        );
+        let job = app
+            .boot_queue(&user, &machine, &image, 1)
+            .expect(201)
+            .json();
+        let got = poll.join().expect("poll thread");
+        assert_eq!(got.status, 401, "the dead agent's poll: {}", got.text());
+        job
+    });
+    let id = waiting["id"].as_str().expect("id");
+    let job = app
+        .get(&format!("/api/v1/jobs/{id}"), Some(&user))
+        .expect(200)
+        .json();
+    assert_eq!(job["state"], "queued", "nobody took it");
+    // The next boot's agent does; the admin-issued credential still works.
+    let boot4 = token_of(&boot(&app, mac, None));
+    let taken = next_job(&boot4, 0).expect(200).json();
+    assert_eq!(taken["id"], id);
+    next_job(&boot2, 0).expect_error(401, "unauthenticated");
+    app.get(&format!("/api/v1/machines/{machine}"), Some(&issued))
+        .expect(200);
+}

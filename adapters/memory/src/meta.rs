@@ -209,6 +209,44 @@ impl MetadataStore for MemoryMetadataStore {
         ))
     }
 
+    fn rotate_machine_tokens(
+        &self,
+        machine: MachineId,
+        name: &str,
+        at: Timestamp,
+        new: Option<&Token>,
+    ) -> Result<u64> {
+        let mut s = self.lock()?;
+        if !s.machines.contains_key(&machine) {
+            return Err(Error::not_found(format!("machine {machine}")));
+        }
+        if let Some(t) = new {
+            if t.subject != TokenSubject::Machine(machine) || t.name != name {
+                return Err(Error::invalid(
+                    "token",
+                    format!("the new token must be machine {machine}'s {name:?} token"),
+                ));
+            }
+            if s.tokens.values().any(|o| o.secret_hash == t.secret_hash) {
+                return Err(Error::conflict("a token with that secret already exists"));
+            }
+        }
+        let mut n = 0;
+        for t in s.tokens.values_mut() {
+            if t.subject == TokenSubject::Machine(machine)
+                && t.name == name
+                && t.revoked_at.is_none()
+            {
+                t.revoked_at = Some(at);
+                n += 1;
+            }
+        }
+        if let Some(t) = new {
+            s.tokens.insert(t.id, t.clone());
+        }
+        Ok(n)
+    }
+
     fn revoke_token(&self, id: TokenId, at: Timestamp) -> Result<()> {
         let mut s = self.lock()?;
         let t = s

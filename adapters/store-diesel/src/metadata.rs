@@ -412,6 +412,68 @@ impl MetadataStore for DieselMetadataStore {
         })
     }
 
+    fn rotate_machine_tokens(
+        &self,
+        machine: MachineId,
+        name: &str,
+        at: Timestamp,
+        new: Option<&Token>,
+    ) -> Result<u64> {
+        if let Some(t) = new {
+            if t.subject != TokenSubject::Machine(machine) || t.name != name {
+                return Err(Error::invalid(
+                    "token",
+                    format!("the new token must be machine {machine}'s {name:?} token"),
+                ));
+            }
+        }
+        let row = new.map(TokenRow::new);
+        let key = machine.to_string();
+        self.write(
+            &format!("rotating the {name} tokens of machine {machine}"),
+            |c| {
+                // Rotations of one machine run one after the other (SQLite:
+                // the write lock; PostgreSQL: the machine's row), so each
+                // revokes what the previous one added.
+                let exists = match c {
+                    DbConnection::Postgres(pg) => machines::table
+                        .filter(machines::id.eq(&key))
+                        .select(machines::id)
+                        .for_update()
+                        .first::<String>(pg)
+                        .optional()?
+                        .is_some(),
+                    DbConnection::Sqlite(_) => machine_exists(c, &key)?,
+                };
+                if !exists {
+                    return Err(Error::not_found(format!("machine {machine}")).into());
+                }
+                let n = diesel::update(
+                    tokens::table
+                        .filter(tokens::machine_id.eq(&key))
+                        .filter(tokens::name.eq(name))
+                        .filter(tokens::revoked_at.is_null()),
+                )
+                .set(tokens::revoked_at.eq(at.millis()))
+                .execute(c)?;
+                if let Some(row) = &row {
+                    diesel::insert_into(tokens::table)
+                        .values(row)
+                        .execute(c)
+                        .map_err(|e| {
+                            if duplicate(&e, &["tokens.secret_hash", "tokens_secret_hash_key"]) {
+                                Error::conflict("a token with the same secret already exists")
+                                    .into()
+                            } else {
+                                TxError::from(e)
+                            }
+                        })?;
+                }
+                Ok(n as u64)
+            },
+        )
+    }
+
     fn revoke_token(&self, id: TokenId, at: Timestamp) -> Result<()> {
         let key = id.to_string();
         self.write(&format!("revoking token {id}"), |c| {

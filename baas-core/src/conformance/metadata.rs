@@ -703,3 +703,84 @@ pub fn settings_round_trip(s: &Subject) {
     assert_eq!(m.setting(&other).expect("read").as_deref(), Some("x"));
     assert_eq!(m.setting(&key).expect("read").as_deref(), Some("third"));
 }
+
+/// A machine token named `name` with a fresh secret.
+fn machine_token(machine: MachineId, name: &str) -> Token {
+    let mut hash = [0u8; 32];
+    hash[..16].copy_from_slice(fresh_uuid().as_bytes());
+    Token {
+        id: TokenId(fresh_uuid()),
+        subject: TokenSubject::Machine(machine),
+        name: name.into(),
+        secret_hash: hash,
+        created_at: Timestamp(10),
+        expires_at: Some(Timestamp(99_999)),
+        revoked_at: None,
+    }
+}
+
+/// `rotate_machine_tokens` revokes the machine's earlier tokens of that
+/// name only (not its other tokens, not other machines'), adds the new
+/// one, and under concurrency leaves exactly one of the new ones active.
+pub fn rotating_machine_tokens_revokes_the_earlier_ones(s: &Subject) {
+    let m = &*s.meta;
+    let machine = add_machine(m);
+    let other = add_machine(m);
+    let agent = machine_token(machine.id, "agent");
+    m.insert_token(&agent).expect("insert");
+    let elsewhere = machine_token(other.id, "boot");
+    m.insert_token(&elsewhere).expect("insert");
+    let first = machine_token(machine.id, "boot");
+    assert_eq!(
+        m.rotate_machine_tokens(machine.id, "boot", Timestamp(20), Some(&first))
+            .expect("rotate"),
+        0
+    );
+    assert_eq!(m.token(first.id).expect("read"), Some(first.clone()));
+    let second = machine_token(machine.id, "boot");
+    assert_eq!(
+        m.rotate_machine_tokens(machine.id, "boot", Timestamp(30), Some(&second))
+            .expect("rotate"),
+        1
+    );
+    let revoked = |id: TokenId| m.token(id).expect("read").expect("kept").revoked_at;
+    assert_eq!(revoked(first.id), Some(Timestamp(30)));
+    assert_eq!(revoked(second.id), None);
+    assert_eq!(revoked(agent.id), None, "another name");
+    assert_eq!(revoked(elsewhere.id), None, "another machine");
+    assert_eq!(
+        m.rotate_machine_tokens(machine.id, "boot", Timestamp(40), None)
+            .expect("revoke only"),
+        1
+    );
+    assert_eq!(revoked(second.id), Some(Timestamp(40)));
+    assert_eq!(
+        m.rotate_machine_tokens(MachineId(fresh_uuid()), "boot", Timestamp(41), None)
+            .expect_err("no such machine")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        m.rotate_machine_tokens(machine.id, "boot", Timestamp(42), Some(&elsewhere))
+            .expect_err("another machine's token")
+            .kind(),
+        ErrorKind::Invalid
+    );
+
+    let news: Vec<Token> = (0..8).map(|_| machine_token(machine.id, "boot")).collect();
+    let handles: Vec<_> = news
+        .iter()
+        .cloned()
+        .map(|t| {
+            let (meta, id) = (s.meta.clone(), machine.id);
+            std::thread::spawn(move || {
+                meta.rotate_machine_tokens(id, "boot", Timestamp(50), Some(&t))
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread").expect("rotate");
+    }
+    let active = news.iter().filter(|t| revoked(t.id).is_none()).count();
+    assert_eq!(active, 1, "one boot, one live credential");
+}

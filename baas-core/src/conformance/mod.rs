@@ -160,7 +160,7 @@ macro_rules! metadata_store_conformance {
             deleting_an_image_touches_nothing_else, referenced_chunks_and_quota_bytes,
             upload_sessions, setups_round_trip, machines_are_unique_and_round_trip,
             machine_contact_and_history, deleting_a_user_cascades_but_not_with_pending_jobs,
-            settings_round_trip);
+            settings_round_trip, rotating_machine_tokens_revokes_the_earlier_ones);
         $crate::__conformance_cases!($make, queue:
             enqueue_assigns_increasing_seq, take_next_is_fifo_and_one_at_a_time,
             take_next_hands_out_each_job_once_under_concurrency, transition_is_compare_and_set,

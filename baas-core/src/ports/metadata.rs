@@ -78,6 +78,18 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn tokens(&self, user: UserId) -> Result<Vec<Token>>;
     /// Marks a token revoked at `at`.
     fn revoke_token(&self, id: TokenId, at: Timestamp) -> Result<()>;
+    /// In one transaction, serialised per machine: revokes (at `at`) every
+    /// not yet revoked token of `machine` named `name`, then adds `new`
+    /// (a token of that machine, when given). Returns how many it revoked.
+    /// Two concurrent calls for one machine leave at most one of their new
+    /// tokens unrevoked.
+    fn rotate_machine_tokens(
+        &self,
+        machine: MachineId,
+        name: &str,
+        at: Timestamp,
+        new: Option<&Token>,
+    ) -> Result<u64>;
 
     // --- images and versions
 

@@ -6,8 +6,10 @@
 //! The boot decision is asked anonymously (firmware carries no secret); it
 //! reveals nothing but "boot this" and hands a credential only to a machine
 //! that has work to do. That credential authenticates as the machine's
-//! agent ([`Actor::Agent`]): it reads only that machine's active job, and it
-//! expires after [`Config::boot_token_ttl_ms`](super::Config).
+//! agent ([`Actor::Agent`]): it reads only that machine's active job, it
+//! expires after [`Config::boot_token_ttl_ms`](super::Config), and the
+//! machine's next boot decision revokes it (whatever that boot does, the
+//! agent that held it is gone, so its long poll must not take a job).
 
 use super::policy::{can_cancel_job, check_admin, check_moderator};
 use super::{Actor, Baas};
@@ -35,6 +37,10 @@ impl EnrollPolicy {
         }
     }
 }
+
+/// The name of the per-boot agent credentials: each boot decision revokes
+/// the machine's earlier ones.
+pub const BOOT_TOKEN_NAME: &str = "boot";
 
 /// The settings key of the enrollment policy.
 const ENROLL_KEY: &str = "unknown_machines";
@@ -160,12 +166,12 @@ impl Baas {
     /// [`Config::enroll`](super::Config)); `arch` is what the firmware
     /// reported, used when a machine enrolls.
     pub fn boot(&self, mac: MacAddress, arch: Option<Arch>) -> Result<BootAction> {
-        let local = |reason: String| Ok(BootAction::LocalDisk { reason });
+        let unknown = |reason: String| Ok(BootAction::LocalDisk { reason });
         let machine = match self.meta.machine_by_mac(mac)? {
             Some(m) => m,
             None => match self.current_settings()?.unknown_machines {
                 EnrollPolicy::Ignore => {
-                    return local(format!("{mac} is not a BAAS machine (enrollment is off)"))
+                    return unknown(format!("{mac} is not a BAAS machine (enrollment is off)"))
                 }
                 EnrollPolicy::Enroll => {
                     let new = super::NewMachine {
@@ -188,6 +194,13 @@ impl Baas {
         };
         self.record_contact(&machine)?;
         let now = self.clock.now();
+        // Whatever it boots, the agents of its earlier boots are dead: their
+        // credentials stop working now.
+        let local = |reason: String| {
+            self.meta
+                .rotate_machine_tokens(machine.id, BOOT_TOKEN_NAME, now, None)?;
+            Ok(BootAction::LocalDisk { reason })
+        };
         let reason = match machine.state {
             MachineState::Retired => {
                 return local(format!("{} is retired", machine.name));
@@ -255,8 +268,18 @@ impl Baas {
                 }
             },
         };
-        let (_, secret) =
-            self.issue_agent_token(&Actor::System, machine.id, self.config.boot_token_ttl_ms)?;
+        let secret = self.new_secret();
+        let token = Token {
+            id: TokenId(self.entropy.uuid()),
+            subject: TokenSubject::Machine(machine.id),
+            name: BOOT_TOKEN_NAME.into(),
+            secret_hash: super::auth::hash_secret(&secret),
+            created_at: now,
+            expires_at: Some(now.plus_millis(self.config.boot_token_ttl_ms.max(1))),
+            revoked_at: None,
+        };
+        self.meta
+            .rotate_machine_tokens(machine.id, BOOT_TOKEN_NAME, now, Some(&token))?;
         Ok(BootAction::ManagementOs {
             machine: Box::new(machine),
             secret,

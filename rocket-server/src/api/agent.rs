@@ -390,8 +390,10 @@ pub async fn next_job(
     // the blocking pool, no thread is held.
     let deadline = rocket::tokio::time::Instant::now() + Duration::from_millis(wait);
     loop {
+        // Authenticated again at each round: a credential revoked while
+        // the poll waits (the machine booted again) takes no job.
         let job = caller
-            .run(move |b, a| {
+            .run_current(move |b, a| {
                 let id = key.resolve(b, a)?;
                 b.next_job(a, id)
             })
