@@ -79,6 +79,16 @@ pub struct StoreArgs {
         global = true
     )]
     pub boot_token_minutes: u32,
+    /// A machine that should be talking to the server (its agent works on
+    /// a job, it enrolls, or the server power-cycled it to boot) and has
+    /// been silent this long is shown offline, in seconds.
+    #[arg(
+        long,
+        env = "BAAS_OFFLINE_AFTER_SECONDS",
+        default_value_t = 180,
+        global = true
+    )]
+    pub offline_after_seconds: u32,
 }
 
 /// The listener.
@@ -191,6 +201,7 @@ impl StoreArgs {
             enroll: self.unknown_machines.parse().unwrap_or_default(),
             max_hold_ms: self.max_session_minutes.saturating_mul(60_000),
             boot_token_ttl_ms: i64::from(self.boot_token_minutes) * 60_000,
+            offline_after_ms: i64::from(self.offline_after_seconds) * 1000,
             ..Config::default()
         }
     }

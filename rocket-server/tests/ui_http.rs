@@ -925,3 +925,24 @@ fn sessions_survive_a_restart_with_the_key_file_of_the_data_directory() {
     assert!(e.to_string().contains("chmod 600"), "{e}");
     drop(app);
 }
+
+#[test]
+fn the_offline_limit_comes_from_the_command_line() {
+    use clap::Parser;
+    let cli =
+        baas_server::cli::Cli::try_parse_from(["baas-server", "--offline-after-seconds", "30"])
+            .expect("parses");
+    assert_eq!(cli.store.config().offline_after_ms, 30_000);
+    let cli = baas_server::cli::Cli::try_parse_from(["baas-server"]).expect("parses");
+    assert_eq!(
+        cli.store.config().offline_after_ms,
+        baas_core::Config::default().offline_after_ms,
+        "three minutes unless told"
+    );
+    assert!(baas_server::cli::Cli::try_parse_from([
+        "baas-server",
+        "--offline-after-seconds",
+        "-1"
+    ])
+    .is_err());
+}
