@@ -62,6 +62,7 @@ use crate::{api, compat};
         api::machines::retire_machine,
         api::machines::set_boot_config,
         api::machines::power_machine,
+        api::machines::machine_events,
         api::jobs::list_jobs,
         api::jobs::get_job,
         api::jobs::job_events,

@@ -672,6 +672,11 @@ fn rows() -> Vec<(&'static str, [u16; 6], Build)> {
                 )
             }),
         ),
+        (
+            "GET /api/v1/machines/<machine>/events",
+            [401, 200, 200, 200, 200, 403],
+            Box::new(|w| bare(M::GET, format!("/api/v1/machines/{}/events", w.mac))),
+        ),
         // --- the boot path: anonymous (firmware has no secret)
         (
             "GET /boot/chain.ipxe",

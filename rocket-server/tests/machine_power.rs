@@ -149,6 +149,22 @@ fn moderators_switch_a_qemu_through_qmp_and_it_is_recorded() {
     // Nothing listens any more: the adapter's failure is a 503, recorded.
     power(&vm_machine, Some(&moderator), "on").expect_error(503, "unavailable");
 
+    // The same history over REST, for anyone who may see the machine.
+    let events = app
+        .get(
+            &format!("/api/v1/machines/{vm_machine}/events"),
+            Some(&user),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(events[1]["kind"], "power", "{events}");
+    assert_eq!(events[1]["message"], "power off by mod (qmp)", "{events}");
+    app.get(
+        &format!("/api/v1/machines/{vm_machine}/events"),
+        Some(&agent),
+    )
+    .expect_error(403, "forbidden");
+
     let lines = history(&app, &vm_machine);
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert!(

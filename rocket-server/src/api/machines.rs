@@ -463,6 +463,27 @@ pub async fn power_machine(
     }))
 }
 
+/// A machine's own history, newest first (at most 50 lines): power actions
+/// by hand and how they went. Anyone who may see the machine; not agents.
+#[utoipa::path(get, path = "/api/v1/machines/{machine}/events", tag = "machines",
+    params(("machine" = String, Path, description = "a machine id or MAC address")),
+    responses((status = 200, body = [JobEventView]), (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)))]
+#[get("/machines/<machine>/events")]
+pub async fn machine_events(
+    caller: Caller,
+    machine: &str,
+) -> Result<Out<Vec<JobEventView>>, ApiError> {
+    let key = MachineKey::parse(machine)?;
+    let events = caller
+        .run(move |b, a| {
+            let id = key.resolve(b, a)?;
+            b.machine_history(a, id)
+        })
+        .await?;
+    Ok(Out(events.iter().map(JobEventView::from).collect()))
+}
+
 /// Seconds as milliseconds for a timestamp offset (saturating).
 pub fn seconds_ms(s: u64) -> i64 {
     i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)

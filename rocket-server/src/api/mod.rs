@@ -64,6 +64,7 @@ pub fn routes() -> Vec<Route> {
         machines::retire_machine,
         machines::set_boot_config,
         machines::power_machine,
+        machines::machine_events,
         jobs::list_jobs,
         jobs::get_job,
         jobs::job_events,
