@@ -875,6 +875,25 @@ fn a_user_sees_and_uses_anothers_image_only_while_it_is_shared_with_them() {
         "{page}"
     );
     assert_eq!(compose(&mut ben).status, 400);
+
+    // An admin reads every image: Ann's is among other users' images, not
+    // called public.
+    let mut admin = Session::new(&app);
+    let csrf = admin.csrf("/ui/login");
+    admin
+        .post("/ui/login", &[("csrf", &csrf), ("token", &app.admin)])
+        .expect(303);
+    let page = admin.get("/ui/setups").expect(200).text();
+    let others = page
+        .split("images (admin)\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("an admin's group of other users' images: {page}"));
+    assert!(others
+        .split("</optgroup>")
+        .next()
+        .expect("group")
+        .contains(&image));
+    assert!(!page.contains("<optgroup label=\"Public\">"), "{page}");
 }
 
 #[test]

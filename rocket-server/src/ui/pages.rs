@@ -360,10 +360,15 @@ pub async fn setups(viewer: Viewer) -> Page {
                     // viewer by name, then the public ones.
                     let group = if Some(i.owner) == me {
                         0
-                    } else if i.visibility == Visibility::Shared {
+                    } else if i.visibility == Visibility::Shared
+                        && me.is_some_and(|u| i.shared_with.contains(&u))
+                    {
                         1
-                    } else {
+                    } else if i.visibility == Visibility::Public {
                         2
+                    } else {
+                        // Admins read every image.
+                        3
                     };
                     let choice = ImageChoice {
                         id: i.id.to_string(),
@@ -387,6 +392,7 @@ pub async fn setups(viewer: Viewer) -> Page {
             let own = take(&mut choices, 0);
             let shared = take(&mut choices, 1);
             let public = take(&mut choices, 2);
+            let others = take(&mut choices, 3);
             let setups = b
                 .list_setups(a, a.user_id())?
                 .iter()
@@ -401,16 +407,17 @@ pub async fn setups(viewer: Viewer) -> Page {
                     updated: when(s.updated_at),
                 })
                 .collect();
-            Ok((setups, (own, shared, public)))
+            Ok((setups, (own, shared, public, others)))
         })
         .await?;
-    let (choices, shared, public) = choices;
+    let (choices, shared, public, others) = choices;
     page(&SetupsPage {
         nav: nav(&viewer, "setups"),
         setups,
         choices,
         shared,
         public,
+        others,
         rows: (0..4).collect(),
     })
 }

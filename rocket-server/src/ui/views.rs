@@ -333,6 +333,8 @@ pub struct SetupsPage {
     pub shared: Vec<ImageChoice>,
     /// Public images of other users.
     pub public: Vec<ImageChoice>,
+    /// Other users' private and shared images (admins read them all).
+    pub others: Vec<ImageChoice>,
     /// Rows in the compose form.
     pub rows: Vec<usize>,
 }
