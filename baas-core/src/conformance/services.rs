@@ -1754,6 +1754,30 @@ pub fn placement_on_any_machine_that_fits(s: &ServicesSubject) {
         .reason
         .expect("why");
     assert!(reason.contains("only fitting machine is busy"), "{reason}");
+    // The agent of an idle machine that fits, asking for work, gets the
+    // oldest waiting placement at once (no server pass needed).
+    let later = format!("later-{}", super::suffix());
+    let (fourth, _) = waiting_of(
+        placed(
+            &p.alice,
+            &Fit {
+                pool: Some(later.clone()),
+                ..Fit::default()
+            },
+        ),
+        "no pool yet",
+    );
+    let newcomer = machine(Arch::X86_64, Some(later), None);
+    let taken = b
+        .next_job(
+            &Actor::Agent {
+                machine: newcomer.id,
+            },
+            newcomer.id,
+        )
+        .expect("next")
+        .expect("bound and handed out");
+    assert_eq!((taken.id, taken.state), (fourth.id, JobState::Provisioning));
 
     // Input that can never be valid is refused; agents do not queue.
     assert_eq!(

@@ -245,7 +245,7 @@ impl Baas {
                     let mut queued = self.queue.jobs(&filter)?;
                     if queued.is_empty() {
                         // An idle machine booting: a waiting placement may fit.
-                        self.bind_waiting_now();
+                        self.bind_waiting_to(&machine);
                         queued = self.queue.jobs(&filter)?;
                     }
                     match queued.first() {

@@ -315,7 +315,7 @@ impl Baas {
         }
         if oldest.is_empty() {
             // An idle machine asking for work: a waiting placement may fit.
-            self.bind_waiting_now();
+            self.bind_waiting_to(&m);
         }
         self.queue.take_next(machine, now)
     }

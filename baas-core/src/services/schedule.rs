@@ -9,6 +9,8 @@
 //! behind another user's; the store binds atomically, so one machine never
 //! goes to two placements, even from two servers on one database.
 
+use std::collections::HashMap;
+
 use super::policy::can_cancel_placement;
 use super::{Actor, Baas, JobTarget};
 use crate::model::*;
@@ -48,6 +50,9 @@ pub struct PlacementStatus {
     /// Why it waits (`None` once bound or cancelled).
     pub reason: Option<String>,
 }
+
+/// Busy machines and why (see `Baas::busy_machines`).
+type Busy = HashMap<MachineId, String>;
 
 /// `n` bytes for people: whole GiB or MiB when exact, else bytes.
 fn bytes(n: u64) -> String {
@@ -124,10 +129,10 @@ fn static_unfit(m: &Machine, fit: &Fit) -> Option<String> {
 }
 
 impl Baas {
-    /// Why `m` is busy: its queued and active jobs.
-    fn busy(&self, m: &Machine) -> Result<Option<String>> {
-        let busy = self.queue.jobs(&JobFilter {
-            machine: Some(m.id),
+    /// Every busy machine (one with a queued or active job) and why, in
+    /// one query.
+    fn busy_machines(&self) -> Result<Busy> {
+        let jobs = self.queue.jobs(&JobFilter {
             states: vec![
                 JobState::Queued,
                 JobState::Provisioning,
@@ -136,46 +141,50 @@ impl Baas {
             ],
             ..JobFilter::default()
         })?;
-        Ok(busy.first().map(|j| {
-            format!(
-                "busy: job {} is {}{}",
-                j.id,
-                j.state,
-                if busy.len() > 1 {
-                    format!(", {} more waiting", busy.len() - 1)
+        let mut by_machine: HashMap<MachineId, Vec<&Job>> = HashMap::new();
+        for j in &jobs {
+            by_machine.entry(j.machine).or_default().push(j);
+        }
+        Ok(by_machine
+            .into_iter()
+            .map(|(m, jobs)| {
+                // The active job first, else the oldest queued one.
+                let first = jobs
+                    .iter()
+                    .find(|j| j.state.is_active())
+                    .or(jobs.first())
+                    .map_or_else(String::new, |j| format!("job {} is {}", j.id, j.state));
+                let more = if jobs.len() > 1 {
+                    format!(", {} more waiting", jobs.len() - 1)
                 } else {
                     String::new()
-                }
-            )
-        }))
-    }
-
-    fn why_unfit(&self, m: &Machine, fit: &Fit) -> Result<Option<String>> {
-        match static_unfit(m, fit) {
-            Some(why) => Ok(Some(why)),
-            None => self.busy(m),
-        }
+                };
+                (m, format!("busy: {first}{more}"))
+            })
+            .collect())
     }
 
     /// Every machine against `fit`, by name: which could take a job now,
     /// and why the others cannot (any user).
     pub fn machines_for(&self, actor: &Actor, fit: &Fit) -> Result<Vec<Candidate>> {
         check_pool(&fit.pool)?;
-        self.list_machines(actor)?
+        let machines = self.list_machines(actor)?;
+        let busy = self.busy_machines()?;
+        Ok(machines
             .into_iter()
             .map(|m| {
-                let unfit = self.why_unfit(&m, fit)?;
-                Ok(Candidate { machine: m, unfit })
+                let unfit = static_unfit(&m, fit).or_else(|| busy.get(&m.id).cloned());
+                Candidate { machine: m, unfit }
             })
-            .collect()
+            .collect())
     }
 
     /// Why nothing fits `fit` now, in one sentence with each machine's
     /// reason: "all 2 fitting machines are busy (...)", "no accepted
     /// machine has a disk of at least 64 GiB (...)".
-    fn wait_reason(&self, fit: &Fit, machines: &[Machine]) -> Result<String> {
+    fn wait_reason(fit: &Fit, machines: &[Machine], busy: &Busy) -> String {
         if machines.is_empty() {
-            return Ok("there are no machines yet".to_string());
+            return "there are no machines yet".to_string();
         }
         let mut fitting = Vec::new();
         let mut others = Vec::new();
@@ -184,7 +193,7 @@ impl Baas {
                 None => fitting.push(format!(
                     "{}: {}",
                     m.name,
-                    self.busy(m)?.unwrap_or_else(|| "idle".to_string())
+                    busy.get(&m.id).map_or("idle", String::as_str)
                 )),
                 Some(why) => others.push(format!("{}: {why}", m.name)),
             }
@@ -194,7 +203,7 @@ impl Baas {
         } else {
             format!("; the others do not fit ({})", others.join("; "))
         };
-        Ok(match fitting.len() {
+        match fitting.len() {
             0 => format!(
                 "no accepted machine has {} ({})",
                 describe(fit),
@@ -205,7 +214,7 @@ impl Baas {
                 "all {n} fitting machines are busy ({}){rest}",
                 fitting.join("; ")
             ),
-        })
+        }
     }
 
     /// Places `target` on any machine that fits: queued at once on the
@@ -243,7 +252,8 @@ impl Baas {
             finished_at: None,
         })?;
         let machines = self.meta.machines()?;
-        if let Some(job) = self.try_bind(&placement, &machines)? {
+        let mut busy = self.busy_machines()?;
+        if let Some(job) = self.try_bind(&placement, &machines, &mut busy)? {
             return Ok(Placed::Job(job));
         }
         let placement = self.queue.placement(placement.id)?.unwrap_or(placement);
@@ -251,13 +261,20 @@ impl Baas {
             // Another server's pass bound it meanwhile.
             return self.get_job(actor, placement.id).map(Placed::Job);
         }
-        let reason = self.wait_reason(fit, &machines)?;
+        let reason = Self::wait_reason(fit, &machines, &self.busy_machines()?);
         Ok(Placed::Waiting { placement, reason })
     }
 
     /// Binds `p` to the first machine (of `machines`) that fits and is
-    /// idle; `None` when none is, or `p` stopped waiting meanwhile.
-    fn try_bind(&self, p: &Placement, machines: &[Machine]) -> Result<Option<Job>> {
+    /// idle (not in `busy`, which gets the machine it binds to); `None`
+    /// when none is, or `p` stopped waiting meanwhile. `busy` may be stale:
+    /// the store checks again, atomically.
+    fn try_bind(
+        &self,
+        p: &Placement,
+        machines: &[Machine],
+        busy: &mut Busy,
+    ) -> Result<Option<Job>> {
         for e in &p.entries {
             if self.meta.version(e.image, e.version)?.is_none() {
                 let why = format!(
@@ -272,7 +289,7 @@ impl Baas {
             }
         }
         for m in machines {
-            if static_unfit(m, &p.fit).is_some() || self.busy(m)?.is_some() {
+            if static_unfit(m, &p.fit).is_some() || busy.contains_key(&m.id) {
                 continue;
             }
             let now = self.clock.now();
@@ -293,6 +310,7 @@ impl Baas {
             };
             match self.queue.bind_placement(&job) {
                 Ok(job) => {
+                    busy.insert(m.id, format!("busy: job {} is queued", job.id));
                     let waited = now.millis().saturating_sub(p.created_at.millis());
                     self.queue.append_event(
                         job.id,
@@ -314,6 +332,7 @@ impl Baas {
                 // The machine was taken (or retired) meanwhile, or the
                 // placement was cancelled or bound elsewhere.
                 Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {
+                    busy.insert(m.id, "busy".to_string());
                     match self.queue.placement(p.id)? {
                         Some(now) if now.state == PlacementState::Waiting => continue,
                         _ => return Ok(None),
@@ -338,9 +357,13 @@ impl Baas {
             return Ok(Vec::new());
         }
         let machines = self.meta.machines()?;
+        let mut busy = self.busy_machines()?;
         let mut bound = Vec::new();
         for p in &waiting {
-            if let Some(job) = self.try_bind(p, &machines)? {
+            if machines.iter().all(|m| busy.contains_key(&m.id)) {
+                break;
+            }
+            if let Some(job) = self.try_bind(p, &machines, &mut busy)? {
                 bound.push(job);
             }
         }
@@ -354,22 +377,45 @@ impl Baas {
         let _ = self.bind_waiting(&Actor::System);
     }
 
+    /// Binds the oldest waiting placement that `machine` fits to it, if it
+    /// is idle (when it boots or its agent asks for work: cheaper than a
+    /// whole pass, and anonymous boot requests must stay cheap). Best
+    /// effort, as [`Baas::bind_waiting_now`].
+    pub(crate) fn bind_waiting_to(&self, machine: &Machine) {
+        let _ = (|| -> Result<()> {
+            let waiting = self.queue.placements(&[PlacementState::Waiting])?;
+            let mut busy = Busy::new();
+            let one = std::slice::from_ref(machine);
+            for p in waiting
+                .iter()
+                .filter(|p| static_unfit(machine, &p.fit).is_none())
+            {
+                if self.try_bind(p, one, &mut busy)?.is_some() || busy.contains_key(&machine.id) {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+    }
+
     /// Placements still waiting, oldest first, each with why it waits
     /// (any user: it shows what is waiting and why).
     pub fn waiting_placements(&self, actor: &Actor) -> Result<Vec<PlacementStatus>> {
         super::policy::check_user(actor)?;
         let machines = self.meta.machines()?;
-        self.queue
+        let busy = self.busy_machines()?;
+        Ok(self
+            .queue
             .placements(&[PlacementState::Waiting])?
             .into_iter()
             .map(|p| {
-                let reason = self.wait_reason(&p.fit, &machines)?;
-                Ok(PlacementStatus {
+                let reason = Self::wait_reason(&p.fit, &machines, &busy);
+                PlacementStatus {
                     placement: p,
                     reason: Some(reason),
-                })
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// A placement (its owner, moderators, admins), with why it waits.
@@ -379,7 +425,11 @@ impl Baas {
             _ => return Err(Error::not_found(format!("placement {id}"))),
         };
         let reason = match p.state {
-            PlacementState::Waiting => Some(self.wait_reason(&p.fit, &self.meta.machines()?)?),
+            PlacementState::Waiting => Some(Self::wait_reason(
+                &p.fit,
+                &self.meta.machines()?,
+                &self.busy_machines()?,
+            )),
             _ => None,
         };
         Ok(PlacementStatus {
