@@ -162,6 +162,10 @@ pub fn encode_delta(new: &[u8], old: &BlockHashes, level: i32) -> Result<Option<
     let sent: Vec<bool> = (0..n)
         .map(|i| {
             let block = &new[block_range(i, new.len())];
+            if old.all_zero() {
+                // Exact, and no hashing: over zeros only data is sent.
+                return !crate::content::is_zero(block);
+            }
             old.hash_at(i, block.len()) != Some(block_hash(block))
         })
         .collect();
@@ -186,6 +190,10 @@ pub fn encode_delta(new: &[u8], old: &BlockHashes, level: i32) -> Result<Option<
     if literals.is_empty() {
         return Ok(Some(out));
     }
+    if !worth_compressing(&literals) {
+        out.extend_from_slice(&literals);
+        return Ok(Some(out));
+    }
     let z = compress_with_prefix(&literals, &prefix, level)?;
     if z.len() + literals.len() / 32 < literals.len() {
         out[0] = DELTA_ZSTD;
@@ -194,6 +202,18 @@ pub fn encode_delta(new: &[u8], old: &BlockHashes, level: i32) -> Result<Option<
         out.extend_from_slice(&literals);
     }
     Ok(Some(out))
+}
+
+/// Whether the sent blocks are worth a zstd pass with the prefix: not when
+/// their first block alone does not compress at all (random or already
+/// compressed data, the usual scattered change), which a cheap level-1
+/// pass over 4 KiB tells, saving the prefix's setup on every chunk.
+fn worth_compressing(literals: &[u8]) -> bool {
+    let sample = &literals[..literals.len().min(DELTA_BLOCK)];
+    match zstd::bulk::compress(sample, 1) {
+        Ok(z) => z.len() + sample.len() / 32 < sample.len(),
+        Err(_) => true,
+    }
 }
 
 fn compress_with_prefix(data: &[u8], prefix: &[u8], level: i32) -> Result<Vec<u8>> {
