@@ -1778,6 +1778,48 @@ pub fn placement_on_any_machine_that_fits(s: &ServicesSubject) {
         .expect("next")
         .expect("bound and handed out");
     assert_eq!((taken.id, taken.state), (fourth.id, JobState::Provisioning));
+    // What a waiting placement writes is deleted meanwhile: when a machine
+    // fits, the placement is cancelled with the reason, not bound.
+    let doomed_pool = format!("doomed-{}", super::suffix());
+    let doomed_image = new_image(&b, &p.alice, 4096);
+    let doomed = match b
+        .place_job(
+            &p.alice,
+            &Fit {
+                pool: Some(doomed_pool.clone()),
+                ..Fit::default()
+            },
+            JobTarget::Image {
+                image: doomed_image.id,
+                version: VersionRef::Number(0),
+                disk: None,
+                capture: false,
+            },
+            None,
+            None,
+        )
+        .expect("waits")
+    {
+        Placed::Waiting { placement, .. } => placement,
+        other => panic!("no machine in the pool: {other:?}"),
+    };
+    b.delete_image(&p.alice, doomed_image.id)
+        .expect("nothing queued needs it");
+    machine(Arch::X86_64, Some(doomed_pool), None);
+    assert!(!b
+        .bind_waiting(&Actor::System)
+        .expect("pass")
+        .iter()
+        .any(|j| j.id == doomed.id));
+    let gone = b.get_placement(&p.alice, doomed.id).expect("kept");
+    assert_eq!(gone.placement.state, PlacementState::Cancelled);
+    assert!(
+        gone.placement
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("deleted")),
+        "{gone:?}"
+    );
 
     // Input that can never be valid is refused; agents do not queue.
     assert_eq!(

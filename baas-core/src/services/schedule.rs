@@ -275,6 +275,13 @@ impl Baas {
         machines: &[Machine],
         busy: &mut Busy,
     ) -> Result<Option<Job>> {
+        if !machines
+            .iter()
+            .any(|m| static_unfit(m, &p.fit).is_none() && !busy.contains_key(&m.id))
+        {
+            return Ok(None);
+        }
+        // A machine fits: what the job writes must still exist.
         for e in &p.entries {
             if self.meta.version(e.image, e.version)?.is_none() {
                 let why = format!(
