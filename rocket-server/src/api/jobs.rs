@@ -303,7 +303,8 @@ pub async fn list_placements(caller: Caller) -> Result<Out<Vec<PlacementView>>, 
 /// A placement (its owner, moderators, admins), with why it waits.
 #[utoipa::path(get, path = "/api/v1/placements/{id}", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "placement id (the job's, once bound)")),
-    responses((status = 200, body = PlacementView), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 200, body = PlacementView), (status = 400, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)))]
 #[get("/placements/<id>")]
 pub async fn get_placement(caller: Caller, id: &str) -> Result<Out<PlacementView>, ApiError> {
     let id: JobId = parse(id)?;
@@ -315,8 +316,8 @@ pub async fn get_placement(caller: Caller, id: &str) -> Result<Out<PlacementView
 /// admins); 409 once bound (cancel the job instead).
 #[utoipa::path(post, path = "/api/v1/placements/{id}/cancel", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "placement id")),
-    responses((status = 200, body = PlacementView), (status = 404, body = ErrorEnvelope),
-        (status = 409, body = ErrorEnvelope)))]
+    responses((status = 200, body = PlacementView), (status = 400, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 #[post("/placements/<id>/cancel")]
 pub async fn cancel_placement(caller: Caller, id: &str) -> Result<Out<PlacementView>, ApiError> {
     let id: JobId = parse(id)?;
