@@ -26,7 +26,16 @@ fn fingerprint(app: &TestApp) -> String {
         "/api/v1/jobs",
         "/api/v1/admin/storage",
     ] {
-        let v = app.get(path, Some(&app.admin)).expect(200).json();
+        let mut v = app.get(path, Some(&app.admin)).expect(200).json();
+        if path == "/api/v1/machines" {
+            // Contact is not state: every call of a machine's agent, even
+            // a refused one, is the machine talking (its last contact).
+            for m in v.as_array_mut().into_iter().flatten() {
+                if let Some(m) = m.as_object_mut() {
+                    m.remove("last_seen");
+                }
+            }
+        }
         out.push_str(&v.to_string());
         if path == "/api/v1/images" {
             for img in v.as_array().into_iter().flatten() {
