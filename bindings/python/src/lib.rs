@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use baas_client_http::{RestClient, RestConfig};
 use baas_core::client::{job_outcome, parse_size, BaasClient, LocalClient, Transfer};
+use baas_core::content::is_zero;
 use baas_core::model::*;
 use baas_core::ports::JobFilter;
 use baas_core::services::{
@@ -193,8 +194,87 @@ impl Seek for WatchedSource {
 /// Where a download goes: a file created here, or a Python binary file
 /// object (written with the GIL).
 enum Sink {
-    File(io::BufWriter<File>),
+    File(io::BufWriter<SparseFile>),
     Object(Py<PyAny>),
+}
+
+/// Zero runs shorter than this are written; longer ones are skipped.
+const HOLE: usize = 64 << 10;
+
+/// A download's file. When it is a regular file created empty here, runs of
+/// zeros (whole [`HOLE`]-sized pieces of a write) are skipped instead of
+/// written: they read back as zeros, so the bytes are the same, and a
+/// mostly empty disk image costs neither the writes nor the disk space.
+/// [`SparseFile::finish`] sets the length a trailing run of zeros left
+/// short. Anything else (a device, a pipe) gets every byte written.
+struct SparseFile {
+    file: File,
+    sparse: bool,
+    /// Bytes of the download so far.
+    pos: u64,
+    /// Where the file's cursor is (behind `pos` after a skipped run).
+    cursor: u64,
+}
+
+impl SparseFile {
+    fn new(file: File) -> io::Result<SparseFile> {
+        let meta = file.metadata()?;
+        Ok(SparseFile {
+            sparse: meta.is_file() && meta.len() == 0,
+            file,
+            pos: 0,
+            cursor: 0,
+        })
+    }
+
+    fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.cursor != self.pos {
+            self.file.seek(SeekFrom::Start(self.pos))?;
+        }
+        self.file.write_all(data)?;
+        self.pos += data.len() as u64;
+        self.cursor = self.pos;
+        Ok(())
+    }
+
+    /// The file's final length, when it ends in skipped zeros.
+    fn finish(&mut self) -> io::Result<()> {
+        if self.cursor != self.pos {
+            self.file.set_len(self.pos)?;
+            self.cursor = self.pos;
+        }
+        Ok(())
+    }
+}
+
+impl Write for SparseFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.sparse {
+            let n = self.file.write(buf)?;
+            self.pos += n as u64;
+            self.cursor = self.pos;
+            return Ok(n);
+        }
+        // Data is written in runs as long as the zeros between them allow.
+        let mut start = 0;
+        for (i, piece) in buf.chunks(HOLE).enumerate() {
+            if piece.len() == HOLE && is_zero(piece) {
+                let at = i * HOLE;
+                self.write_data(&buf[start..at])?;
+                self.pos += HOLE as u64;
+                start = at + HOLE;
+            }
+        }
+        self.write_data(&buf[start..])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 struct WatchedSink {
@@ -218,6 +298,19 @@ impl Write for WatchedSink {
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.sink {
             Sink::File(f) => f.flush(),
+            Sink::Object(_) => Ok(()),
+        }
+    }
+}
+
+impl WatchedSink {
+    /// Writes out what is buffered and gives a file its final length.
+    fn finish(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::File(f) => {
+                f.flush()?;
+                f.get_mut().finish()
+            }
             Sink::Object(_) => Ok(()),
         }
     }
@@ -664,7 +757,7 @@ impl Client {
         let sink = match &path {
             Some(path) => Sink::File(io::BufWriter::with_capacity(
                 1 << 20,
-                File::create(path).map_err(|e| {
+                File::create(path).and_then(SparseFile::new).map_err(|e| {
                     PyBaasError(Error::invalid(
                         "dest",
                         format!("cannot create {}: {e}", path.display()),
@@ -689,7 +782,13 @@ impl Client {
         };
         let c = self.inner.clone();
         let w = watch.clone();
-        let r = py.allow_threads(move || c.download(id, v, &mut sink, &mut |t| w.report(t)));
+        let r = py.allow_threads(move || {
+            let v = c.download(id, v, &mut sink, &mut |t| w.report(t))?;
+            sink.finish().map_err(|e| {
+                Error::invalid("dest", format!("writing the download failed: {e}")).with_source(e)
+            })?;
+            Ok(v)
+        });
         if let Some(e) = watch.take_error() {
             return Err(e);
         }

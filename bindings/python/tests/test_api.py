@@ -114,6 +114,55 @@ def test_images_versions_and_transfers(client: baas.Client, tmp_path: Path) -> N
         client.image(img.id)
 
 
+def test_download_to_a_path_skips_zeros_and_stays_byte_identical(client: baas.Client, tmp_path: Path) -> None:
+    img = client.create_image("sparse", size="16MiB")
+    # Zeros with some data inside (a few bytes in one chunk, a random MiB)
+    # and 4 MiB of zeros at the end.
+    data = bytearray(8 << 20)
+    data[(1 << 20) + 7 : (1 << 20) + 12] = b"hello"
+    data[3 << 20 : 4 << 20] = os.urandom(1 << 20)
+    src = tmp_path / "disk.img"
+    src.write_bytes(bytes(data))
+    v = img.upload(src)
+
+    # A regular file (here one that held something longer before): same
+    # bytes and length, the zero runs left as holes.
+    back = tmp_path / "back.img"
+    back.write_bytes(os.urandom(9 << 20))
+    assert img.download(v, back).root == v.root
+    assert back.read_bytes() == data
+    st = os.stat(back)
+    assert st.st_size == len(data)
+    assert st.st_blocks * 512 < 2 << 20, st.st_blocks
+
+    # Anything else gets every byte, zeros included: a pipe read by a thread.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    # Both ends held here: the download's open does not wait, and the
+    # reader sees no end of file before the download is over.
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    wfd = os.open(fifo, os.O_WRONLY)
+    os.set_blocking(rfd, True)
+    got = bytearray()
+
+    def drain() -> None:
+        while True:
+            b = os.read(rfd, 1 << 20)
+            if not b:
+                return
+            got.extend(b)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    try:
+        img.download(v, str(fifo))
+    finally:
+        os.close(wfd)
+        t.join(60)
+        os.close(rfd)
+    assert bytes(got) == bytes(data)
+
+
 def test_remote_upload_sends_only_missing_chunks_and_resumes(admin: baas.Client, tmp_path: Path) -> None:
     img = admin.create_image("dedup", size="32MiB")
     path = tmp_path / "disk.img"
