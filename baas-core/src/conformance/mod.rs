@@ -197,7 +197,7 @@ macro_rules! services_conformance {
             machine_presence_and_power_by_hand, sharing_with_named_users,
             boot_decisions_enrollment_sessions_and_power, neutral_state_after_jobs,
             placement_on_any_machine_that_fits, jobs_wait_for_their_window,
-            enrollment_policy_is_an_admin_setting);
+            enrollment_policy_is_an_admin_setting, placements_hold_no_machine_before_their_window);
     };
 }
 

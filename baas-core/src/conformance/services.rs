@@ -2237,3 +2237,74 @@ pub fn enrollment_policy_is_an_admin_setting(s: &ServicesSubject) {
         EnrollPolicy::Ignore
     );
 }
+
+/// A placement for a window that opens later holds no machine until then
+/// (the idle machine stays free for others), says so, and is bound by the
+/// first pass after the window opens.
+pub fn placements_hold_no_machine_before_their_window(s: &ServicesSubject) {
+    let clock = Arc::new(HandClock(std::sync::atomic::AtomicI64::new(
+        s.0.clock.now().millis(),
+    )));
+    let b = Baas::new(
+        Ports {
+            clock: clock.clone(),
+            ..s.0.clone()
+        },
+        Config::default(),
+    );
+    let p = people(&b);
+    let pool = format!("win-{}", super::suffix());
+    let u = *super::fresh_uuid().as_bytes();
+    let m = b
+        .register_machine(
+            &p.admin,
+            NewMachine {
+                mac: MacAddress([0x52, 0x54, 0xb4, u[0], u[1], u[2]]),
+                name: Some(format!("win-{}", super::suffix())),
+                arch: Arch::X86_64,
+                pool: Some(pool.clone()),
+            },
+        )
+        .expect("machine");
+    let image = new_image(&b, &p.alice, 4096);
+    let fit = Fit {
+        pool: Some(pool),
+        ..Fit::default()
+    };
+    let target = || JobTarget::Image {
+        image: image.id,
+        version: VersionRef::Number(0),
+        disk: None,
+        capture: false,
+    };
+    let opens = b.now().plus_millis(60_000);
+    let (later, reason) = waiting_of(
+        b.place_job(&p.alice, &fit, target(), None, Some(opens))
+            .expect("accepted"),
+        "its window has not opened",
+    );
+    assert!(reason.contains("window opens in 60 s"), "{reason}");
+    assert!(b.bind_waiting(&Actor::System).expect("pass").is_empty());
+    // Meanwhile the machine is free for a job due now.
+    let now_job = job_of(
+        b.place_job(&p.alice, &fit, target(), None, None)
+            .expect("accepted"),
+        "the machine is idle",
+    );
+    assert_eq!(now_job.machine, m.id);
+    b.cancel_job(&p.alice, now_job.id).expect("cancel");
+    clock.advance(60_000);
+    let bound = b.bind_waiting(&Actor::System).expect("pass");
+    assert_eq!(
+        bound.iter().map(|j| (j.id, j.machine)).collect::<Vec<_>>(),
+        vec![(later.id, m.id)],
+        "bound once its window opened"
+    );
+    assert_eq!(
+        b.get_job(&p.alice, later.id)
+            .expect("job")
+            .session
+            .not_before,
+        Some(opens)
+    );
+}

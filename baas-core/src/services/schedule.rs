@@ -2,8 +2,11 @@
 //! user names what the job needs (architecture, a disk at least this big,
 //! a pool). The request becomes a *placement*: the server binds it to an
 //! idle, accepted machine that fits, at once when one does, else as soon
-//! as one does (a job ends or is cancelled, a machine is accepted, the
-//! server's periodic pass), oldest placement first. Meanwhile the user sees
+//! as one does (a job ends or is cancelled, a machine is accepted, boots
+//! or asks for work idle, the server's periodic pass), oldest placement
+//! first. A placement for a window that opens later holds no machine until
+//! it opens (the periodic pass binds it then): an idle machine is not kept
+//! from other users for hours. Meanwhile the user sees
 //! why it waits. An idle machine is one with neither an active nor a queued
 //! job, so a bound job starts at the machine's next boot instead of waiting
 //! behind another user's; the store binds atomically, so one machine never
@@ -182,7 +185,15 @@ impl Baas {
     /// Why nothing fits `fit` now, in one sentence with each machine's
     /// reason: "all 2 fitting machines are busy (...)", "no accepted
     /// machine has a disk of at least 64 GiB (...)".
-    fn wait_reason(fit: &Fit, machines: &[Machine], busy: &Busy) -> String {
+    fn wait_reason(p: &Placement, now: Timestamp, machines: &[Machine], busy: &Busy) -> String {
+        if let Some(t) = p.session.not_before.filter(|_| !p.session.due(now)) {
+            return format!(
+                "its window opens in {} s ({} ms after the epoch): it takes a machine then",
+                (t.millis() - now.millis() + 999) / 1000,
+                t.millis()
+            );
+        }
+        let fit = &p.fit;
         if machines.is_empty() {
             return "there are no machines yet".to_string();
         }
@@ -261,7 +272,12 @@ impl Baas {
             // Another server's pass bound it meanwhile.
             return self.get_job(actor, placement.id).map(Placed::Job);
         }
-        let reason = Self::wait_reason(fit, &machines, &self.busy_machines()?);
+        let reason = Self::wait_reason(
+            &placement,
+            self.clock.now(),
+            &machines,
+            &self.busy_machines()?,
+        );
         Ok(Placed::Waiting { placement, reason })
     }
 
@@ -275,6 +291,10 @@ impl Baas {
         machines: &[Machine],
         busy: &mut Busy,
     ) -> Result<Option<Job>> {
+        if !p.session.due(self.clock.now()) {
+            // Its window has not opened: no machine is held for it yet.
+            return Ok(None);
+        }
         if !machines
             .iter()
             .any(|m| static_unfit(m, &p.fit).is_none() && !busy.contains_key(&m.id))
@@ -411,12 +431,13 @@ impl Baas {
         super::policy::check_user(actor)?;
         let machines = self.meta.machines()?;
         let busy = self.busy_machines()?;
+        let now = self.clock.now();
         Ok(self
             .queue
             .placements(&[PlacementState::Waiting])?
             .into_iter()
             .map(|p| {
-                let reason = Self::wait_reason(&p.fit, &machines, &busy);
+                let reason = Self::wait_reason(&p, now, &machines, &busy);
                 PlacementStatus {
                     placement: p,
                     reason: Some(reason),
@@ -433,7 +454,8 @@ impl Baas {
         };
         let reason = match p.state {
             PlacementState::Waiting => Some(Self::wait_reason(
-                &p.fit,
+                &p,
+                self.clock.now(),
                 &self.meta.machines()?,
                 &self.busy_machines()?,
             )),
