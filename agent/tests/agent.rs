@@ -3,7 +3,8 @@
 //! changes the disk, the next boot captures it as a new version; it is
 //! killed (SIGKILL) mid-flash and the next run finishes the job; the
 //! server goes away mid-transfer and comes back on the same data
-//! directory; a MAC that is not among the NICs is refused.
+//! directory; a MAC that is not among the NICs is refused; scattered
+//! changes cross as sub-chunk deltas.
 
 #[path = "../../adapters/client-http/tests/common/mod.rs"]
 mod common;
@@ -396,4 +397,63 @@ fn frames_corrupted_in_transit_are_fetched_again_and_never_written() {
         .expect("link totals in the log");
     let once = (size as u64 / 4 / u64::from(CHUNK_SIZE)) * (u64::from(CHUNK_SIZE) + 1);
     assert!(received > once, "{received} <= {once}: no refetch?");
+}
+
+fn link_total(log: &str, name: &str) -> u64 {
+    let key = format!("{name}=");
+    log.split_whitespace()
+        .find_map(|w| w.strip_prefix(key.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the agent's link totals:\n{log}"))
+}
+
+/// A disk holding version A gets version C, A with every 50th 4 KiB block
+/// rewritten: with deltas the binary moves several times fewer bytes (both
+/// directions) than with `--no-deltas`, and the disk ends byte for byte C
+/// both ways.
+#[test]
+fn scattered_changes_cross_as_deltas_several_times_smaller_than_whole_chunks() {
+    let lab = Lab::new();
+    let machine_id = lab.machine(MAC);
+    let size = 4 << 20;
+    let image = lab.image("disk", size as u64);
+    let a = disk_image(size, 41);
+    let mut c = a.clone();
+    let noise = disk_image(64 * 1024, 42);
+    for (k, block) in c.chunks_mut(4096).enumerate().filter(|(i, _)| i % 50 == 7) {
+        block.copy_from_slice(&noise[(k % 16) * 4096..(k % 16 + 1) * 4096]);
+    }
+    lab.upload(&image, &a);
+    lab.upload(&image, &c);
+    let tree = Tree::nvme_machine();
+    let disk = tree.path("disk.img");
+    let config = write_config(
+        lab.dir.path(),
+        &lab.base(),
+        &lab.agent_token(&machine_id),
+        tree.root(),
+        &[("first", &disk)],
+    );
+    let mut totals = Vec::new();
+    for extra in [&["--no-deltas"][..], &[][..]] {
+        std::fs::write(&disk, &a).expect("disk holds A");
+        let job = lab.queue(&machine_id, &image, 2, "first", false);
+        let args = [&["--once", "--no-reboot"][..], extra].concat();
+        let log = ok(agent(&config, &args).output().expect("run the agent"));
+        assert!(std::fs::read(&disk).expect("disk") == c, "{extra:?}");
+        totals.push((
+            link_total(&log, "frame_bytes_received") + link_total(&log, "fetch_request_bytes"),
+            link_total(&log, "deltas_received"),
+        ));
+        lab.post(
+            &format!("/api/v1/jobs/{job}/cancel"),
+            &lab.admin,
+            &serde_json::json!({}),
+        )
+        .json(200);
+    }
+    let (whole, delta) = (totals[0], totals[1]);
+    assert_eq!(whole.1, 0, "--no-deltas asks for none");
+    assert!(delta.1 > 0, "{totals:?}");
+    assert!(delta.0 * 3 < whole.0, "{totals:?}");
 }
