@@ -10,10 +10,17 @@
 #    against the bytes changed (target: at most 2x), time against the full
 #    flash, and the time the transfer would take on a 1 Gbit/s link;
 #  - capture of the unchanged disk: bytes uploaded (target: under 1 MiB),
-#    time against reading the disk with dd.
+#    time against reading the disk with dd;
+#  - reprovisioning A -> C (1% of the 4 KiB blocks rewritten at scattered
+#    places, the worst case for chunked transfers): bytes on the wire in
+#    both directions with sub-chunk deltas against whole chunks
+#    (`--no-deltas`, the same agent, RUNS pairs back to back), against
+#    `rsync --inplace -z --block-size=4096` (from an rsync daemon) and a
+#    seeded `casync extract` (store over HTTP), when those are installed.
 #
 #   benches/agent-compare.sh [SIZE_MIB]       # default 4096
-#   RUNS=5 benches/agent-compare.sh           # flash/dd pairs (default 3)
+#   RUNS=5 benches/agent-compare.sh           # flash/dd and C pairs (default 3)
+#   ONLY=deltas benches/agent-compare.sh 1024 # only A -> B and A -> C
 #
 # Installs bmap-tools, nginx, zstd, curl and jq with apt-get when missing
 # (as root). Everything listens on 127.0.0.1 and is stopped on exit; every
@@ -69,6 +76,19 @@ img="$work/a.img"; make_image "$img" "$SIZE_MIB" 0
 changed_mib=$((SIZE_MIB / 100)); [ "$changed_mib" -ge 1 ] || changed_mib=1
 cp --sparse=always "$img" "$work/b.img"
 dd if=/dev/urandom of="$work/b.img" bs=1M count="$changed_mib" seek=$((SIZE_MIB / 3)) conv=notrunc status=none
+# C: A with 1% of its 4 KiB blocks (data and holes alike) rewritten with
+# random bytes at places spread over the whole image (seeded).
+cp --sparse=always "$img" "$work/c.img"
+python3 - "$work/c.img" <<'PY'
+import os, random, sys
+path = sys.argv[1]
+blocks = os.path.getsize(path) // 4096
+rng = random.Random(1)
+with open(path, "r+b") as f:
+    for b in sorted(rng.sample(range(blocks), blocks // 100)):
+        f.seek(b * 4096)
+        f.write(rng.randbytes(4096))
+PY
 # A disk that holds something else (a previous user's data elsewhere).
 make_image "$work/dirty.img" "$SIZE_MIB" 8
 bmaptool -q create -o "$work/a.bmap" "$img"
@@ -87,7 +107,8 @@ pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;
 events { worker_connections 256; }
 http {
-  access_log off; sendfile on;
+  log_format bytes '\$bytes_sent';
+  access_log $work/nginx/access.log bytes; sendfile on;
   client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
   fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
   server { listen 127.0.0.1:$hport; root $work/www; }
@@ -109,9 +130,10 @@ TOKEN=$(cat "$work/data/admin-token")
 api() { local m=$1 p=$2; shift 2; curl -sSf -H "Authorization: Bearer $TOKEN" -X "$m" "$base$p" "$@"; }
 image=$(api POST /api/v1/images -H 'Content-Type: application/json' \
   -d "{\"name\": \"agent-compare\", \"size\": $img_bytes}" | jq -r .image.id)
-echo "uploading A and B..." >&2
+echo "uploading A, B and C..." >&2
 api POST "/api/v1/images/$image/versions" -H 'Content-Type: application/octet-stream' -T "$img" --max-time "$STEP_TIMEOUT" >/dev/null
 api POST "/api/v1/images/$image/versions" -H 'Content-Type: application/octet-stream' -T "$work/b.img" --max-time "$STEP_TIMEOUT" >/dev/null
+api POST "/api/v1/images/$image/versions" -H 'Content-Type: application/octet-stream' -T "$work/c.img" --max-time "$STEP_TIMEOUT" >/dev/null
 machine=$(api POST /api/v1/machines -H 'Content-Type: application/json' -d "{\"mac\": \"$MAC\"}" | jq -r .id)
 agent_token=$(api POST "/api/v1/machines/$machine/agent-token" -H 'Content-Type: application/json' -d '{}' | jq -r .secret)
 
@@ -137,15 +159,15 @@ queue() { # version capture -> job id
 # The agent's own CPU time and page faults go to "$1.usage" when
 # /usr/bin/time exists; the server's CPU time is read from /proc.
 server_cpu() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$spid/stat" 2>/dev/null || echo 0; }
-run_agent() { # log file
-  local before; before=$(server_cpu)
+run_agent() { # log file [agent options]
+  local log=$1 before; shift; before=$(server_cpu)
   if [ -x /usr/bin/time ]; then
-    t /usr/bin/time -o "$1.usage" -f "agent %U s user, %S s sys, %R minor faults" \
-      "$AGENT" --config "$work/agent.toml" --once --no-reboot --log info 2>"$1"
+    t /usr/bin/time -o "$log.usage" -f "agent %U s user, %S s sys, %R minor faults" \
+      "$AGENT" --config "$work/agent.toml" --once --no-reboot --log info "$@" 2>"$log"
   else
-    t "$AGENT" --config "$work/agent.toml" --once --no-reboot --log info 2>"$1"
+    t "$AGENT" --config "$work/agent.toml" --once --no-reboot --log info "$@" 2>"$log"
   fi
-  echo "server $(awk -v a="$before" -v b="$(server_cpu)" 'BEGIN { printf "%.2f", b - a }') s CPU" >> "$1.usage"
+  echo "server $(awk -v a="$before" -v b="$(server_cpu)" 'BEGIN { printf "%.2f", b - a }') s CPU" >> "$log.usage"
 }
 usage() { tr '\n' ';' < "$1.usage" 2>/dev/null | sed 's/;$//; s/;/; /g'; }
 field() { grep -oE "(^| )$2=[0-9]+" "$1" | tail -1 | cut -d= -f2; }
@@ -159,6 +181,7 @@ drop_caches; job=$(queue 1 false); s=$(now); run_agent "$work/flash-empty.log"; 
 cmp -s "$img" "$disk" || { echo "disk differs from A after flash" >&2; exit 1; }
 fetched_full=$(field "$work/flash-empty.log" frame_bytes_received)
 cancel "$job"
+if [ "${ONLY:-}" != deltas ]; then
 cp --sparse=always "$work/dirty.img" "$disk"
 drop_caches; job=$(queue 1 false); s=$(now); run_agent "$work/flash-dirty.log"; T[flash_dirty]=$(since "$s")
 cmp -s "$img" "$disk" || { echo "disk differs from A after flash over old data" >&2; exit 1; }
@@ -190,6 +213,7 @@ for ((r = 1; r <= RUNS; r++)); do
   rm -f "$work/dd.img"
   pairs+=("$a $d")
 done
+fi
 
 # 3. A -> B on the disk holding A.
 drop_caches; job=$(queue 2 false); s=$(now); run_agent "$work/delta.log"; T[delta]=$(since "$s")
@@ -197,6 +221,71 @@ cmp -s "$work/b.img" "$disk" || { echo "disk differs from B after the delta flas
 fetched_delta=$(field "$work/delta.log" frame_bytes_received)
 cancel "$job"
 
+# 3b. A -> C on a disk holding A: whole chunks against deltas, RUNS pairs
+#     back to back (the same agent, `--no-deltas` for whole chunks). Bytes
+#     on the wire: chunk data received plus the bodies of the requests that
+#     asked for it (hashes; for deltas, block hashes).
+cpairs=()
+for ((r = 1; r <= RUNS; r++)); do
+  for mode in whole delta; do
+    cp --sparse=always "$img" "$disk"
+    opt=(); [ "$mode" = whole ] && opt=(--no-deltas)
+    drop_caches; job=$(queue 3 false); s=$(now); run_agent "$work/c-$mode-$r.log" "${opt[@]}"; T[c_$mode]=$(since "$s")
+    cmp -s "$work/c.img" "$disk" || { echo "disk differs from C after the $mode flash" >&2; exit 1; }
+    cancel "$job"
+  done
+  cpairs+=("${T[c_whole]} ${T[c_delta]}")
+done
+c_whole_down=$(field "$work/c-whole-1.log" frame_bytes_received); c_whole_up=$(field "$work/c-whole-1.log" fetch_request_bytes)
+c_delta_down=$(field "$work/c-delta-1.log" frame_bytes_received); c_delta_up=$(field "$work/c-delta-1.log" fetch_request_bytes)
+c_deltas=$(field "$work/c-delta-1.log" deltas_received)
+c_changed=$(python3 - "$img" "$work/c.img" <<'PY'
+import sys
+n = 0
+with open(sys.argv[1], "rb") as a, open(sys.argv[2], "rb") as c:
+    while True:
+        x, y = a.read(1 << 20), c.read(1 << 20)
+        if not x:
+            break
+        n += sum(x[i:i + 4096] != y[i:i + 4096] for i in range(0, len(x), 4096))
+print(n * 4096)
+PY
+)
+rsync_line="rsync: not installed"
+if need rsync; then
+  mkdir -p "$work/rsync/data"; ln "$work/c.img" "$work/rsync/data/c.img"
+  rport=$(free_port)
+  printf 'pid file = %s/rsync/pid\nuse chroot = no\n[data]\npath = %s/rsync/data\nread only = yes\nuid = root\ngid = root\n' "$work" "$work" > "$work/rsync/rsyncd.conf"
+  rsync --daemon --no-detach --port="$rport" --address=127.0.0.1 --config="$work/rsync/rsyncd.conf" & pids+=($!)
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.1; done
+  cp --sparse=always "$img" "$disk"
+  drop_caches; s=$(now)
+  t rsync --inplace --no-whole-file -z --block-size=4096 --stats "rsync://127.0.0.1:$rport/data/c.img" "$disk" > "$work/rsync.log"
+  T[c_rsync]=$(since "$s")
+  cmp -s "$work/c.img" "$disk" || { echo "disk differs from C after rsync" >&2; exit 1; }
+  r_up=$(sed -n 's/^Total bytes sent: //p' "$work/rsync.log" | tr -d ,)
+  r_down=$(sed -n 's/^Total bytes received: //p' "$work/rsync.log" | tr -d ,)
+  rsync_line="rsync --inplace -z --block-size=4096: $r_down bytes down + $r_up up = $((r_down + r_up)) in ${T[c_rsync]} s"
+fi
+casync_line="casync: not installed"
+if need casync && need nginx; then
+  casync make --store="$work/www/castore" "$work/www/c.caibx" "$work/c.img" >/dev/null
+  chmod -R a+rX "$work/www"
+  cp --sparse=always "$img" "$disk"; rm -f "$work/casync-out.img"
+  mark=$(wc -l < "$work/nginx/access.log" 2>/dev/null || echo 0)
+  drop_caches; s=$(now)
+  # casync cannot extract in place onto a file here (see benches/compare.py):
+  # it reads the disk holding A as its seed and writes a new file.
+  t casync extract --store="http://127.0.0.1:$hport/castore" --seed="$disk" --seed-output=no \
+    "http://127.0.0.1:$hport/c.caibx" "$work/casync-out.img" >/dev/null 2>&1
+  T[c_casync]=$(since "$s")
+  cmp -s "$work/c.img" "$work/casync-out.img" || { echo "casync output differs from C" >&2; exit 1; }
+  rm -f "$work/casync-out.img"
+  c_down=$(tail -n +"$((mark + 1))" "$work/nginx/access.log" | awk '{ s += $1 } END { print s + 0 }')
+  casync_line="casync extract, seeded: $c_down bytes down (HTTP bodies and headers; requests not counted) in ${T[c_casync]} s"
+fi
+
+if [ "${ONLY:-}" != deltas ]; then
 # 4. Capture of the unchanged disk: flash B again marked for capture (no
 #    change), then the next boot captures it.
 job=$(queue 2 true); run_agent "$work/capture-flash.log"
@@ -205,12 +294,14 @@ uploaded=$(field "$work/capture.log" frame_bytes_sent)
 sent=$(field "$work/capture.log" bytes_sent)
 state=$(api GET "/api/v1/jobs/$job" | jq -r .state)
 drop_caches; s=$(now); t dd if="$disk" of=/dev/null bs=4M status=none; T[dd_read]=$(since "$s")
+fi
 
 changed=$((changed_mib << 20))
 gbit=$(awk -v b="$fetched_delta" 'BEGIN { printf "%.2f", b / 125e6 }')
 {
-  echo "agent-compare: ${SIZE_MIB} MiB image, 25% data; $(nproc) cores; $(date -u +%F); http: $http_server; caches: ${WARM:+warm}${WARM:-dropped before each step}"
+  echo "agent-compare: ${SIZE_MIB} MiB image, 25% data; $(nproc) cores; $(date -u +%F); http: $http_server; caches: ${WARM:+warm}${WARM:-dropped before each step}${ONLY:+; only $ONLY}"
   echo
+  if [ "${ONLY:-}" != deltas ]; then
   echo "| what | seconds | vs BAAS |"
   echo "| --- | ---: | ---: |"
   echo "| baas-agent full flash, empty disk | ${T[flash_empty]} | 1.00 |"
@@ -231,6 +322,8 @@ gbit=$(awk -v b="$fetched_delta" 'BEGIN { printf "%.2f", b / 125e6 }')
   echo "costs: capture: $(usage "$work/capture.log")"
   echo "capture of an unchanged disk: $uploaded frame bytes uploaded, $sent request bytes in all (target < 1048576); job $state"
   echo
+  fi
+  if [ "${ONLY:-}" != deltas ]; then
   echo "full flash onto an empty disk vs dd bs=4M conv=fsync, $RUNS pairs back to back (dd time / agent time; target >= 2):"
   for ((r = 0; r < ${#pairs[@]}; r++)); do
     set -- ${pairs[$r]}
@@ -238,4 +331,21 @@ gbit=$(awk -v b="$fetched_delta" 'BEGIN { printf "%.2f", b / 125e6 }')
   done
   printf '%s\n' "${pairs[@]}" | awk '{ print $2 / $1 }' | sort -n | awk '
     { v[NR] = $1 } END { if (NR) printf "  dd/agent: median %.2fx, min %.2fx, max %.2fx\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR] }'
+  echo
+  fi
+  echo "A -> B (only delta flash): fetched $fetched_delta frame bytes for $changed changed bytes ($(ratio "$fetched_delta" "$changed")x)"
+  echo "A -> C (1% of 4 KiB blocks rewritten, scattered: $c_changed changed bytes), bytes on the wire (down + up):"
+  echo "  baas-agent, whole chunks (--no-deltas): $c_whole_down + $c_whole_up = $((c_whole_down + c_whole_up))"
+  echo "  baas-agent, deltas: $c_delta_down + $c_delta_up = $((c_delta_down + c_delta_up)) ($c_deltas chunks as deltas); $(ratio "$((c_whole_down + c_whole_up))" "$((c_delta_down + c_delta_up))")x fewer than whole chunks"
+  echo "  $rsync_line"
+  echo "  $casync_line"
+  echo "  costs, whole chunks: $(usage "$work/c-whole-1.log")"
+  echo "  costs, deltas: $(usage "$work/c-delta-1.log")"
+  echo "A -> C time, whole chunks vs deltas, $RUNS pairs back to back (delta time / whole time):"
+  for ((r = 0; r < ${#cpairs[@]}; r++)); do
+    set -- ${cpairs[$r]}
+    echo "  run $((r + 1)): whole $1 s, deltas $2 s: $(ratio "$2" "$1")x"
+  done
+  printf '%s\n' "${cpairs[@]}" | awk '{ print $2 / $1 }' | sort -n | awk '
+    { v[NR] = $1 } END { if (NR) printf "  delta/whole: median %.2fx, min %.2fx, max %.2fx\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR] }'
 } | tee "$OUT"
