@@ -7,7 +7,7 @@
 #     (25% data: 4 MiB random in every 16 MiB, zeros elsewhere), so neither
 #     side profits from chunks already stored;
 #   - download: img.download(v, path) (with its root-hash check) vs
-#     curl GET .../content -o path.
+#     curl GET .../content -o path (who goes first alternates per run).
 # Target: Python >= 90% of curl. Figures are medians of RUNS runs (default 3).
 #
 #   bindings/python/bench/compare.sh [SIZE_MIB]     # default 1024; RUNS=5, NO_BUILD=1
@@ -64,17 +64,23 @@ for r in $(seq "$RUNS"); do
     -T "$img" -X POST "$base/api/v1/images/$id/versions")")
   make_image; id=$(new_image); sync
   up_py+=("$(pysecs up "$id" "$img")")
-  rm -f "$work/back.img"
-  down_curl+=("$(curl -sS -o "$work/back.img" -w '%{time_total}' "${auth[@]}" "$base/api/v1/images/$id/versions/latest/content")")
-  rm -f "$work/back.img"
-  down_py+=("$(pysecs down "$id" "$work/back.img")")
-  cmp -s "$img" "$work/back.img" || { echo "download differs" >&2; exit 1; }
+  # Downloads: curl first in odd runs, Python first in even ones.
+  down_c() { rm -f "$work/back.img"
+    down_curl+=("$(curl -sS -o "$work/back.img" -w '%{time_total}' "${auth[@]}" "$base/api/v1/images/$id/versions/latest/content")"); }
+  down_p() { rm -f "$work/back.img"; down_py+=("$(pysecs down "$id" "$work/back.img")")
+    cmp -s "$img" "$work/back.img" || { echo "download differs" >&2; exit 1; }; }
+  if ((r % 2)); then down_c; down_p; else down_p; down_c; fi
   echo "run $r: upload curl ${up_curl[-1]} s, python ${up_py[-1]} s; download curl ${down_curl[-1]} s, python ${down_py[-1]} s" >&2
 done
 uc=$(printf '%s\n' "${up_curl[@]}" | median); up=$(printf '%s\n' "${up_py[@]}" | median)
 dc=$(printf '%s\n' "${down_curl[@]}" | median); dp=$(printf '%s\n' "${down_py[@]}" | median)
-echo "${SIZE_MIB} MiB image (25% random data), median of $RUNS runs, loopback, $(nproc) cores"
+# Per-run python/curl ratios (runs alternate curl and Python), median, min, max.
+ratios() { for i in "${!curl_t[@]}"; do awk -v a="${curl_t[$i]}" -v b="${py_t[$i]}" 'BEGIN{printf "%.2f\n", a/b}'; done | sort -n |
+  awk '{a[NR]=$1} END {printf "median %s, min %s, max %s", a[int((NR+1)/2)], a[1], a[NR]}'; }
+echo "${SIZE_MIB} MiB image (25% random data), median of $RUNS runs, loopback, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'upload:   curl %6s s (%s MB/s)   python %6s s (%s MB/s)   python/curl %s\n' \
   "$uc" "$(mbs "$uc")" "$up" "$(mbs "$up")" "$(awk -v a="$uc" -v b="$up" 'BEGIN{printf "%.2f", a/b}')"
 printf 'download: curl %6s s (%s MB/s)   python %6s s (%s MB/s)   python/curl %s\n' \
   "$dc" "$(mbs "$dc")" "$dp" "$(mbs "$dp")" "$(awk -v a="$dc" -v b="$dp" 'BEGIN{printf "%.2f", a/b}')"
+curl_t=("${up_curl[@]}"); py_t=("${up_py[@]}"); echo "upload python/curl per run: $(ratios)"
+curl_t=("${down_curl[@]}"); py_t=("${down_py[@]}"); echo "download python/curl per run: $(ratios)"

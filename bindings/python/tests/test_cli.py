@@ -88,3 +88,17 @@ def test_typing_of_an_example_script() -> None:
         cwd=here / "examples",
     )
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_stubs_match_the_module() -> None:
+    """mypy's stubtest: ``_baas.pyi`` against the built extension (names,
+    signatures, classes that cannot be subclassed)."""
+    pytest.importorskip("mypy")
+    here = Path(__file__).resolve().parents[1]
+    p = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "baas._baas"],
+        capture_output=True,
+        text=True,
+        cwd=here,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr

@@ -1,7 +1,24 @@
 """The native half of ``baas`` (PyO3). Use the ``baas`` package instead."""
 
 from os import PathLike
-from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union, final
+
+__all__ = [
+    "Client",
+    "TransferProgress",
+    "connect",
+    "open",
+    "parse_size",
+    "BaasError",
+    "NotFound",
+    "Conflict",
+    "InvalidInput",
+    "TooLarge",
+    "Unauthenticated",
+    "PermissionDenied",
+    "Unavailable",
+    "JobFailed",
+]
 
 _Dict = Dict[str, Any]
 _File = Union[str, PathLike[str], IO[bytes]]
@@ -38,6 +55,7 @@ class JobFailed(BaasError):
 
     job: _Dict
 
+@final
 class TransferProgress:
     """How far an upload or download is."""
 
@@ -53,6 +71,7 @@ class TransferProgress:
 
 _Progress = Optional[Callable[[TransferProgress], Any]]
 
+@final
 class Client:
     """A native client, remote or embedded."""
 
