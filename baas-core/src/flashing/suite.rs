@@ -337,6 +337,8 @@ struct TestLink {
     uploaded: AtomicU64,
     /// Deltas (rather than frames) among what was served.
     deltas: AtomicU64,
+    /// Chunks asked for as deltas.
+    asked: AtomicU64,
 }
 
 impl TestLink {
@@ -350,6 +352,7 @@ impl TestLink {
             served_bytes: AtomicU64::new(0),
             uploaded: AtomicU64::new(0),
             deltas: AtomicU64::new(0),
+            asked: AtomicU64::new(0),
         }
     }
 }
@@ -409,6 +412,7 @@ impl AgentLink for TestLink {
         if self.faults.unavailable.contains(&n) {
             return Err(Error::unavailable("the server is restarting"));
         }
+        self.asked.fetch_add(wants.len() as u64, Ordering::SeqCst);
         let mut replies = self.inner.chunk_deltas(job, entry, wants)?;
         for (i, (w, r)) in wants.iter().zip(replies.iter_mut()).enumerate() {
             let is_delta = matches!(r, DeltaReply::Delta(_));
@@ -736,6 +740,41 @@ pub fn scattered_blocks_cross_as_deltas(s: &FlashSubject) {
     assert_eq!(r.deltas, 0);
     assert_eq!(r.refetched, link.deltas.load(Ordering::SeqCst));
     assert!(r.refetched > 0);
+}
+
+/// Over a device full of unrelated data every delta loses to the whole
+/// frame, so the flash stops asking for them after a while (but for a
+/// probe now and then): fewer chunks are asked for as deltas than fetched,
+/// none comes as one, and the disk ends right.
+pub fn deltas_that_keep_losing_are_no_longer_asked(s: &FlashSubject) {
+    let w = world(s);
+    let size = 32 << 20;
+    let a = disk_image(31, size);
+    let img = w.image(size as u64);
+    let v = w.import(&img, &a);
+    let job = w.job(&[(&img, v.number, 0, false)]);
+    let device = (s.device)(size as u64);
+    fill_device(&*device, 32);
+    let link = TestLink::new(&w.link, Faults::default());
+    let r = flash(
+        &*device,
+        &link,
+        job.id,
+        0,
+        &test_options(),
+        &mut no_progress(),
+    )
+    .expect("flash over old data");
+    assert_eq!(read_back(&*device, size as u64), a);
+    assert_eq!(r.fetched, data_chunks(&a));
+    assert_eq!(r.deltas, 0);
+    let asked = link.asked.load(Ordering::SeqCst);
+    assert!(asked > 0);
+    assert!(
+        asked < r.fetched,
+        "{asked} asked as deltas of {}",
+        r.fetched
+    );
 }
 
 /// Holes of the image over a device full of old data are zeroed without a
@@ -1395,7 +1434,7 @@ macro_rules! flashing_conformance {
             capture_of_a_modified_disk, capture_of_an_unchanged_disk_uploads_nothing,
             run_job_walks_the_lifecycle, run_job_without_capture_succeeds,
             run_job_failures_name_the_phase, compacted_frames_bring_their_dictionary,
-            scattered_blocks_cross_as_deltas);
+            scattered_blocks_cross_as_deltas, deltas_that_keep_losing_are_no_longer_asked);
     };
 }
 
