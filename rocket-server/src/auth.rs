@@ -109,6 +109,11 @@ impl<'r> FromRequest<'r> for Caller {
                 return Outcome::Error((remember(req, err.clone()), err));
             }
         }
+        // A credential authenticated a moment ago (an agent's polls) needs
+        // no trip to the blocking pool.
+        if let Some(actor) = baas.authenticate_cached(&token) {
+            return Outcome::Success(Caller { baas, actor, token });
+        }
         let (b, secret) = (baas.clone(), token.clone());
         match blocking(move || b.authenticate(&secret)).await {
             Ok(actor) => Outcome::Success(Caller { baas, actor, token }),

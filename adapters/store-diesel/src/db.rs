@@ -199,9 +199,16 @@ impl Db {
         if pool_size == 0 {
             return Err(Error::invalid("pool_size", "must be at least 1"));
         }
+        // A pooled PostgreSQL connection may have died with its server
+        // (restart, failover): check it with a ping at each checkout. A
+        // SQLite connection is a file handle that cannot go away; a ping
+        // would be one more statement on every store call (the agents'
+        // polls make several).
+        let check_out_ping = matches!(target, Target::Postgres(_));
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(0))
+            .test_on_check_out(check_out_ping)
             .connection_timeout(timeout)
             .connection_customizer(Box::new(Pragmas))
             .build_unchecked(Manager {

@@ -1,6 +1,10 @@
 //! Who is calling: authentication of bearer tokens into an [`Actor`], and
 //! the first-start bootstrap of an admin.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
 use super::Baas;
 use crate::model::*;
 use crate::{Error, Result};
@@ -55,6 +59,62 @@ impl Actor {
     }
 }
 
+/// How long a successful authentication is reused without asking the
+/// store again. Every revocation, role change, user deletion, machine
+/// change and boot decision made through these services forgets them all at
+/// once; one made by another server on the same database takes effect here
+/// within this time.
+pub const AUTH_CACHE_MS: i64 = 1_000;
+
+/// Most credentials remembered at once (the cache starts over when full).
+const AUTH_CACHE_MAX: usize = 4_096;
+
+/// Recently authenticated credentials, by the hash of their secret: an
+/// agent's polls (the hot path) then cost no store call to authenticate.
+#[derive(Debug, Default)]
+pub(crate) struct AuthCache {
+    /// Bumped by every change that can end a credential or change what it
+    /// may do; an entry from an earlier epoch is never used.
+    epoch: AtomicU64,
+    entries: Mutex<HashMap<[u8; 32], CachedAuth>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedAuth {
+    actor: Actor,
+    at: Timestamp,
+    expires_at: Option<Timestamp>,
+    epoch: u64,
+}
+
+impl AuthCache {
+    fn get(&self, hash: &[u8; 32], now: Timestamp) -> Option<Actor> {
+        let entries = self.entries.lock().ok()?;
+        let hit = entries.get(hash)?;
+        let fresh = hit.epoch == self.epoch.load(Ordering::Acquire)
+            && now.millis().saturating_sub(hit.at.millis()) < AUTH_CACHE_MS
+            && hit.expires_at.is_none_or(|e| now < e);
+        fresh.then(|| hit.actor.clone())
+    }
+
+    fn put(&self, hash: [u8; 32], entry: CachedAuth) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= AUTH_CACHE_MAX {
+                entries.clear();
+            }
+            entries.insert(hash, entry);
+        }
+    }
+
+    /// Forgets every remembered credential.
+    pub(crate) fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}
+
 /// Prefix of every token secret, so leaked tokens are easy to grep for.
 pub const TOKEN_PREFIX: &str = "baas_";
 
@@ -79,28 +139,55 @@ impl Baas {
         if secret.is_empty() {
             return Err(Error::unauthenticated("missing token"));
         }
+        let hash = hash_secret(secret);
+        let now = self.clock.now();
+        if let Some(actor) = self.auth_cache.get(&hash, now) {
+            return Ok(actor);
+        }
+        // Read before the store: a change made while we look makes this
+        // answer unusable for the cache.
+        let epoch = self.auth_cache.epoch.load(Ordering::Acquire);
         let bad = || Error::unauthenticated("invalid, expired or revoked token");
-        let token = self
-            .meta
-            .token_by_hash(&hash_secret(secret))?
-            .ok_or_else(bad)?;
-        if !token.is_active(self.clock.now()) {
+        let token = self.meta.token_by_hash(&hash)?.ok_or_else(bad)?;
+        if !token.is_active(now) {
             return Err(bad());
         }
-        match token.subject {
+        let actor = match token.subject {
             TokenSubject::User(id) => {
                 let user = self.meta.user(id)?.ok_or_else(bad)?;
-                Ok(Actor::user(&user))
+                Actor::user(&user)
             }
             TokenSubject::Machine(machine) => match self.meta.machine(machine)? {
                 Some(m) if m.state != MachineState::Retired => {
-                    // Every agent call is contact (the dashboard's offline).
+                    // Every agent call is contact (the dashboard's offline);
+                    // it is recorded at most every few seconds anyway, and a
+                    // cached answer lives shorter than that.
                     self.record_contact(&m)?;
-                    Ok(Actor::Agent { machine })
+                    Actor::Agent { machine }
                 }
-                _ => Err(bad()),
+                _ => return Err(bad()),
             },
+        };
+        self.auth_cache.put(
+            hash,
+            CachedAuth {
+                actor: actor.clone(),
+                at: now,
+                expires_at: token.expires_at,
+                epoch,
+            },
+        );
+        Ok(actor)
+    }
+
+    /// [`Baas::authenticate`] when its answer is remembered (no store call,
+    /// no I/O: a shell may call it on its event loop); `None` otherwise.
+    pub fn authenticate_cached(&self, secret: &str) -> Option<Actor> {
+        let secret = secret.trim();
+        if secret.is_empty() {
+            return None;
         }
+        self.auth_cache.get(&hash_secret(secret), self.clock.now())
     }
 
     /// Issues a credential for `machine`'s agent (moderators and admins, or

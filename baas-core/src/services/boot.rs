@@ -199,6 +199,7 @@ impl Baas {
         let local = |reason: String| {
             self.meta
                 .rotate_machine_tokens(machine.id, BOOT_TOKEN_NAME, now, None)?;
+            self.auth_cache.invalidate();
             Ok(BootAction::LocalDisk { reason })
         };
         let reason = match machine.state {
@@ -243,9 +244,8 @@ impl Baas {
                         ..JobFilter::default()
                     };
                     let mut queued = self.queue.jobs(&filter)?;
-                    if queued.is_empty() {
-                        // An idle machine booting: a waiting placement may fit.
-                        self.bind_waiting_to(&machine);
+                    // An idle machine booting: a waiting placement may fit.
+                    if queued.is_empty() && self.bind_waiting_to(&machine) {
                         queued = self.queue.jobs(&filter)?;
                     }
                     match queued.first() {
@@ -280,6 +280,7 @@ impl Baas {
         };
         self.meta
             .rotate_machine_tokens(machine.id, BOOT_TOKEN_NAME, now, Some(&token))?;
+        self.auth_cache.invalidate();
         Ok(BootAction::ManagementOs {
             machine: Box::new(machine),
             secret,

@@ -291,9 +291,20 @@ impl Baas {
     /// is simply redone), else the next queued one, handed out exactly once.
     pub fn next_job(&self, actor: &Actor, machine: MachineId) -> Result<Option<Job>> {
         check_agent_for(actor, machine)?;
+        let now = self.clock.now();
+        // The hot path: a machine that had nothing to do a moment ago, with
+        // nothing changed since, still has nothing (see `idle`).
+        if self.idle.is_idle(machine, now) {
+            return Ok(None);
+        }
+        let epoch = self.idle.epoch();
+        let idle = |due: Option<Timestamp>| {
+            self.idle.remember(machine, now, due, epoch);
+            Ok(None)
+        };
         let m = self.get_machine(actor, machine)?;
         if m.state != MachineState::Ready {
-            return Ok(None);
+            return idle(None);
         }
         if let Some(active) = self.queue.active_job(machine)? {
             if active.state == JobState::Provisioning {
@@ -304,18 +315,19 @@ impl Baas {
             }
             return Ok(Some(active));
         }
-        let now = self.clock.now();
         let oldest = self.queue.jobs(&JobFilter {
             machine: Some(machine),
             states: vec![JobState::Queued],
             ..JobFilter::default()
         })?;
-        if oldest.first().is_some_and(|j| !j.session.due(now)) {
-            return Ok(None);
+        if let Some(first) = oldest.first().filter(|j| !j.session.due(now)) {
+            return idle(first.session.not_before);
         }
-        if oldest.is_empty() {
-            // An idle machine asking for work: a waiting placement may fit.
-            self.bind_waiting_to(&m);
+        // An idle machine asking for work: a waiting placement may fit. If
+        // none does, there is nothing to take, and the poll ends without the
+        // store's write transaction.
+        if oldest.is_empty() && !self.bind_waiting_to(&m) {
+            return idle(None);
         }
         self.queue.take_next(machine, now)
     }

@@ -170,6 +170,8 @@ impl Baas {
             m.state = state;
         }
         self.meta.update_machine(&m)?;
+        self.auth_cache.invalidate();
+        self.idle.changed();
         Ok(m)
     }
 
@@ -316,6 +318,8 @@ impl Baas {
         m.inventory = Some(inventory);
         m.last_seen = Some(self.clock.now());
         self.meta.update_machine(&m)?;
+        // Placements that wait for a disk this big may fit it now.
+        self.idle.changed();
         Ok(m)
     }
 }

@@ -12,6 +12,7 @@ mod auth;
 mod boot;
 mod export;
 mod gc;
+mod idle;
 mod images;
 mod import;
 mod jobs;
@@ -26,6 +27,7 @@ pub use auth::Actor;
 pub use boot::{AdminSettings, AdminSettingsPatch, BootAction, EnrollPolicy, PowerRequest};
 pub use export::VersionReader;
 pub use gc::{CompactReport, GcReport, DICTIONARY_MIN_CHUNKS};
+pub use idle::IDLE_MEMO_MS;
 pub use images::{ImagePatch, NewImage};
 pub use import::ImportOptions;
 pub use jobs::{JobRequest, JobTarget};
@@ -111,6 +113,11 @@ pub struct Baas {
     /// Recently used versions' chunk sets, most recent first (see
     /// `agent::chunk_set`).
     chunk_sets: Arc<std::sync::Mutex<ChunkSets>>,
+    /// Recently authenticated credentials (see `auth::AuthCache`).
+    auth_cache: Arc<auth::AuthCache>,
+    /// Machines found idle a moment ago (see `idle`); `queue` tells it of
+    /// every change.
+    idle: Arc<idle::IdleMemo>,
 }
 
 type ChunkSets = Vec<(
@@ -121,14 +128,17 @@ type ChunkSets = Vec<(
 impl Baas {
     /// Services over `ports` with `config`.
     pub fn new(ports: Ports, config: Config) -> Baas {
+        let idle = Arc::new(idle::IdleMemo::default());
         Baas {
             meta: ports.meta,
-            queue: ports.queue,
+            queue: Arc::new(idle::WatchedQueue::new(ports.queue, idle.clone())),
             chunks: ports.chunks,
             clock: ports.clock,
             entropy: ports.entropy,
             config: Arc::new(config),
             chunk_sets: Arc::default(),
+            auth_cache: Arc::default(),
+            idle,
         }
     }
 

@@ -407,9 +407,9 @@ impl Baas {
     /// Binds the oldest waiting placement that `machine` fits to it, if it
     /// is idle (when it boots or its agent asks for work: cheaper than a
     /// whole pass, and anonymous boot requests must stay cheap). Best
-    /// effort, as [`Baas::bind_waiting_now`].
-    pub(crate) fn bind_waiting_to(&self, machine: &Machine) {
-        let _ = (|| -> Result<()> {
+    /// effort, as [`Baas::bind_waiting_now`]. Whether it bound one.
+    pub(crate) fn bind_waiting_to(&self, machine: &Machine) -> bool {
+        (|| -> Result<bool> {
             let waiting = self.queue.placements(&[PlacementState::Waiting])?;
             let mut busy = Busy::new();
             let one = std::slice::from_ref(machine);
@@ -417,12 +417,16 @@ impl Baas {
                 .iter()
                 .filter(|p| static_unfit(machine, &p.fit).is_none())
             {
-                if self.try_bind(p, one, &mut busy)?.is_some() || busy.contains_key(&machine.id) {
+                if self.try_bind(p, one, &mut busy)?.is_some() {
+                    return Ok(true);
+                }
+                if busy.contains_key(&machine.id) {
                     break;
                 }
             }
-            Ok(())
-        })();
+            Ok(false)
+        })()
+        .unwrap_or(false)
     }
 
     /// Placements still waiting, oldest first, each with why it waits

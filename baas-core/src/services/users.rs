@@ -163,6 +163,7 @@ impl Baas {
             user.password_hash = p;
         }
         self.meta.update_user(&user)?;
+        self.auth_cache.invalidate();
         Ok(user)
     }
 
@@ -231,7 +232,9 @@ impl Baas {
         if actor.user_id() == Some(id) {
             return Err(Error::conflict("you cannot delete your own account"));
         }
-        self.meta.delete_user(id)
+        self.meta.delete_user(id)?;
+        self.auth_cache.invalidate();
+        Ok(())
     }
 
     /// Creates a token for `user` (yourself, or anyone for admins); returns
@@ -303,7 +306,9 @@ impl Baas {
         if token.revoked_at.is_some() {
             return Ok(());
         }
-        self.meta.revoke_token(id, self.clock.now())
+        self.meta.revoke_token(id, self.clock.now())?;
+        self.auth_cache.invalidate();
+        Ok(())
     }
 }
 

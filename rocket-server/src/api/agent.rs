@@ -23,7 +23,7 @@ use std::time::Duration;
 use baas_core::content::{ChunkHash, Manifest, CHUNK_SIZE};
 use baas_core::model::*;
 use baas_core::ports::{Put, MAX_CHUNKS_PER_CALL};
-use baas_core::services::{policy, ImportOptions};
+use baas_core::services::{policy, Actor, Baas, ImportOptions};
 use baas_core::{Error, Result};
 use rocket::data::Data;
 use rocket::http::{ContentType, Status};
@@ -389,15 +389,20 @@ pub async fn next_job(
     // The wait happens here, on the async side: between two quick calls on
     // the blocking pool, no thread is held.
     let deadline = rocket::tokio::time::Instant::now() + Duration::from_millis(wait);
+    let mut first = true;
     loop {
-        // Authenticated again at each round: a credential revoked while
-        // the poll waits (the machine booted again) takes no job.
-        let job = caller
-            .run_current(move |b, a| {
-                let id = key.resolve(b, a)?;
-                b.next_job(a, id)
-            })
-            .await?;
+        // Authenticated again at each later round: a credential revoked
+        // while the poll waits (the machine booted again) takes no job. The
+        // first round runs on the guard's fresh authentication.
+        let call = move |b: &Baas, a: &Actor| {
+            let id = key.resolve(b, a)?;
+            b.next_job(a, id)
+        };
+        let job = if std::mem::take(&mut first) {
+            caller.run(call).await?
+        } else {
+            caller.run_current(call).await?
+        };
         if let Some(job) = job {
             return Ok(NextJob::Job(Box::new(Out(JobView::from(&job)))));
         }
