@@ -9,7 +9,9 @@ Every timed step runs RUNS times (default 3) on cold caches (as root) and is
 reported as median, min and max; every figure is also given as a ratio
 against a baseline measured in the same run. Bytes on the wire are read from
 the programs themselves: the agent's counters, rsync's `--stats`, nginx's
-access log (for bmaptool and casync over HTTP), curl's.
+access log (for bmaptool and casync over HTTP), curl's. For A -> B and
+A -> C they count both directions where the protocol sends more than a
+request line up (the agent's delta requests, rsync's checksums).
 
 Environment: SIZE_MIB (4096), RUNS (3), SEED (1), VERSIONS (10),
 COMPACT (1: also measure storage after `baas-server admin compact`),
@@ -300,7 +302,8 @@ class Agent:
             found = re.findall(rf"(?:^|\s){name}=(\d+)", text)
             return int(found[-1]) if found else 0
 
-        return secs, {k: field(k) for k in ["frame_bytes_received", "frame_bytes_sent", "bytes_sent", "bytes_received"]}
+        return secs, {k: field(k) for k in ["frame_bytes_received", "frame_bytes_sent", "bytes_sent", "bytes_received",
+                                       "fetch_request_bytes"]}
 
     def flash(self, image, version):
         job = self.queue(image, version)
@@ -434,7 +437,9 @@ def measure(lab, work):
             on_a()
             s, ctr = agent.flash(image, version)
             assert same(target, disk), f"disk differs from {label} after the agent's delta"
-            return s, ctr["frame_bytes_received"]
+            # Both directions: chunk frames and deltas down, the block
+            # hashes of delta requests up.
+            return s, ctr["frame_bytes_received"] + ctr["fetch_request_bytes"]
 
         def rsync():
             on_a()
@@ -443,8 +448,9 @@ def measure(lab, work):
                 f"rsync://127.0.0.1:{lab.rport}/data/{target.name}", disk, capture=True,
             )
             assert same(target, disk), f"disk differs from {label} after rsync"
-            got = re.search(r"Total bytes received: ([\d,]+)", res.stdout)
-            return s, int(got.group(1).replace(",", "")) if got else None
+            # Both directions: the blocks down, the checksums up.
+            got = [re.search(rf"Total bytes {d}: ([\d,]+)", res.stdout) for d in ("received", "sent")]
+            return s, sum(int(g.group(1).replace(",", "")) for g in got) if all(got) else None
 
         def casync():
             # casync cannot extract in place here (its synchronizer fails
@@ -673,7 +679,9 @@ def write_report(r, work):
         for s in d.values():
             w(f"| {s.name} | {s.cell()} | {fmt_bytes(s.wire)} | {ratio(s.wire, changed)} |")
         w("")
-        w(f"Changed: {fmt_bytes(changed)} ({changed} bytes).")
+        w(f"Changed: {fmt_bytes(changed)} ({changed} bytes). Bytes on the wire count both directions for "
+          "baas-agent (frames and deltas down, delta requests' block hashes up) and rsync (blocks down, "
+          "checksums up); casync's are what nginx served.")
         w("")
     cap = r["capture"]
     c = cap["baas-agent capture"]
