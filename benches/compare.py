@@ -788,8 +788,8 @@ def headline(r):
         return
     full, ab, ac, sv = r["full"], r["ab"], r["ac"], r["server"]
     agent = full["baas-agent"]
-    st = {name.split(",")[0] if "BAAS" not in name else name: v for name, v, _ in r["storage"]}
-    baas_store = min(v for name, v in st.items() if name.startswith("BAAS"))
+    baas_store = min(v for name, v, _ in r["storage"] if name.startswith("BAAS"))
+    casync_store = next(v for name, v, _ in r["storage"] if name.startswith("casync"))
     one = r["storage"][-1][1]
     rows = [
         ("full flash of A", f"{agent.med:.2f} s", f"dd {full['dd bs=4M conv=fsync'].med:.2f} s, "
@@ -801,7 +801,7 @@ def headline(r):
         ("capture, unchanged disk", fmt_bytes(r["capture"]["baas-agent capture"].wire) + " sent",
          f"dd read {r['capture']['dd read of the disk'].med:.2f} s"),
         (f"storage, {r['versions']} versions", f"{baas_store / one:.2f}x one zstd -3 copy",
-         f"casync {st['casync store'] / one:.2f}x, {r['versions']} zstd copies {r['storage'][-2][1] / one:.2f}x"),
+         f"casync {casync_store / one:.2f}x, {r['versions']} zstd copies {r['storage'][-2][1] / one:.2f}x"),
         ("download of A", f"{ratio(sv['curl download from nginx'].med, sv['curl download from baas-server'].med)} nginx", ""),
         ("upload of A", f"{ratio(sv['curl upload to an nginx sink'].med, sv['upload to baas-server'].med)} curl-to-sink", ""),
         ("server peak RSS, upload of A", fmt_bytes(sv["peak_rss"]), f"image {fmt_bytes(r['size'])}"),
