@@ -161,6 +161,34 @@ pub struct Job {
 }
 
 impl Job {
+    /// A new job, queued on `machine` at `created_at` (the store assigns
+    /// `seq` when it enqueues it).
+    pub fn queued(
+        id: JobId,
+        machine: MachineId,
+        owner: UserId,
+        setup: Option<SetupId>,
+        entries: Vec<JobEntry>,
+        created_at: Timestamp,
+        session: Session,
+    ) -> Job {
+        Job {
+            id,
+            seq: 0,
+            machine,
+            owner,
+            setup,
+            entries,
+            state: JobState::Queued,
+            progress: Progress::default(),
+            error: None,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            session,
+        }
+    }
+
     /// A job that returns a machine to its neutral state (queued by the
     /// server, its session has zero length).
     pub fn is_restore(&self) -> bool {

@@ -456,24 +456,18 @@ impl Baas {
         if entries.is_empty() {
             return Ok(None);
         }
-        let restore = Job {
-            id: JobId(self.entropy.uuid()),
-            seq: 0,
-            machine: m.id,
+        let restore = Job::queued(
+            JobId(self.entropy.uuid()),
+            m.id,
             owner,
             setup,
             entries,
-            state: JobState::Queued,
-            progress: Progress::default(),
-            error: None,
-            created_at: self.clock.now(),
-            started_at: None,
-            finished_at: None,
-            session: Session {
+            self.clock.now(),
+            Session {
                 hold_ms: Some(0),
                 ..Session::default()
             },
-        };
+        );
         let restore = self.queue.enqueue(&restore)?;
         self.queue.append_event(
             job.id,

@@ -114,25 +114,19 @@ impl Baas {
             }
         }
         let (setup, entries) = self.resolve_target(actor, request.target)?;
-        let job = Job {
-            id: JobId(self.entropy.uuid()),
-            seq: 0,
-            machine: machine.id,
+        let job = Job::queued(
+            JobId(self.entropy.uuid()),
+            machine.id,
             owner,
             setup,
             entries,
-            state: JobState::Queued,
-            progress: Progress::default(),
-            error: None,
-            created_at: self.clock.now(),
-            started_at: None,
-            finished_at: None,
-            session: Session {
+            self.clock.now(),
+            Session {
                 hold_ms,
                 not_before,
                 ..Session::default()
             },
-        };
+        );
         self.queue.enqueue(&job)
     }
 

@@ -320,21 +320,15 @@ impl Baas {
                 continue;
             }
             let now = self.clock.now();
-            let job = Job {
-                id: p.id,
-                seq: 0,
-                machine: m.id,
-                owner: p.owner,
-                setup: p.setup,
-                entries: p.entries.clone(),
-                state: JobState::Queued,
-                progress: Progress::default(),
-                error: None,
-                created_at: now,
-                started_at: None,
-                finished_at: None,
-                session: p.session,
-            };
+            let job = Job::queued(
+                p.id,
+                m.id,
+                p.owner,
+                p.setup,
+                p.entries.clone(),
+                now,
+                p.session,
+            );
             match self.queue.bind_placement(&job) {
                 Ok(job) => {
                     busy.insert(m.id, format!("busy: job {} is queued", job.id));
