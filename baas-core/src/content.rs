@@ -775,6 +775,33 @@ fn decompressed_capacity(payload: &[u8]) -> usize {
     }
 }
 
+thread_local! {
+    /// One zstd decompression context per thread, reused for every plain
+    /// frame: creating one per chunk (`zstd::bulk::decompress`) allocates
+    /// and clears ~100 KiB each time, a tenth of a flash's CPU.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decompresses a zstd payload without a dictionary, on this thread's
+/// reused context.
+fn decompress_plain(payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let capacity = decompressed_capacity(payload);
+    DECOMPRESSOR.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            if slot.is_none() {
+                *slot = Some(zstd::bulk::Decompressor::new()?);
+            }
+            match slot.as_mut() {
+                Some(d) => d.decompress(payload, capacity),
+                None => zstd::bulk::decompress(payload, capacity),
+            }
+        }
+        // Re-entered on this thread (never in practice): a fresh context.
+        Err(_) => zstd::bulk::decompress(payload, capacity),
+    })
+}
+
 /// [`decode_frame`], with the dictionary the frame needs, if it needs one
 /// ([`frame_dictionary`]).
 pub fn decode_frame_with(
@@ -787,7 +814,7 @@ pub fn decode_frame_with(
     let data = match frame.split_first() {
         Some((&FRAME_RAW, payload)) if payload.len() <= MAX_CHUNK_SIZE as usize => payload.to_vec(),
         Some((&(FRAME_ZSTD | FRAME_ZSTD_COMPACT), payload)) => {
-            zstd::bulk::decompress(payload, decompressed_capacity(payload)).map_err(undecodable)?
+            decompress_plain(payload).map_err(undecodable)?
         }
         Some((&FRAME_ZSTD_DICT, rest)) if rest.len() > 32 => {
             let want = frame_dictionary(frame).expect("a dictionary frame names one");

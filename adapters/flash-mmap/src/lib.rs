@@ -313,6 +313,10 @@ impl BlockDevice for MmapBlockDevice {
         Ok(())
     }
 
+    fn reads_as_zeros(&self, offset: u64, len: u64) -> bool {
+        self.check(offset, len).is_ok() && self.is_hole(offset, len)
+    }
+
     fn flush(&self) -> Result<()> {
         self.map
             .flush()

@@ -113,7 +113,8 @@ mod loop_device {
         out_of_range_is_invalid,
         zero_range_zeroes_exactly,
         flushed_writes_persist,
-        concurrent_disjoint_writes
+        concurrent_disjoint_writes,
+        reads_as_zeros_is_never_wrong
     );
 }
 
@@ -142,4 +143,19 @@ fn zeroing_a_file_punches_holes() {
     let mut buf = vec![1u8; 8 << 20];
     s.device.read_at(0, &mut buf).expect("read");
     assert!(buf.iter().all(|b| *b == 0));
+}
+
+#[test]
+fn holes_of_a_sparse_file_are_known_zeros_and_written_data_is_not() {
+    let s = sparse_file();
+    let d = &*s.device;
+    assert!(
+        d.reads_as_zeros(0, d.size()),
+        "a fresh sparse file is one hole"
+    );
+    d.write_at(1 << 20, &[1u8; 4096]).expect("write");
+    // Dirty, not yet written back: still data.
+    assert!(!d.reads_as_zeros(1 << 20, 4096));
+    assert!(!d.reads_as_zeros(0, 2 << 20));
+    assert!(d.reads_as_zeros(4 << 20, 1 << 20));
 }

@@ -138,6 +138,33 @@ pub fn concurrent_disjoint_writes(s: &BlockSubject) {
     }
 }
 
+/// `reads_as_zeros` never claims a range that holds data (written or
+/// still dirty), and is true only where reads give zeros.
+pub fn reads_as_zeros_is_never_wrong(s: &BlockSubject) {
+    let d = &*s.device;
+    let base = 5u64 << 20;
+    d.write_at(base + 65536, &pattern(7, 4096)).expect("write");
+    for (off, len) in [
+        (base, 65536u64),
+        (base, 2 * 65536),
+        (base + 65536, 4096),
+        (base + 69_632, 65536),
+        (base + 3 * 65536, 65536),
+        (d.size() - 65536, 65536),
+    ] {
+        let claims = d.reads_as_zeros(off, len);
+        let zeros = read(d, off, len as usize).iter().all(|&b| b == 0);
+        assert!(
+            !claims || zeros,
+            "claims zeros at {off}+{len} but reads data"
+        );
+    }
+    assert!(!d.reads_as_zeros(base + 65536, 4096));
+    assert!(!d.reads_as_zeros(d.size(), 65536), "past the end");
+    d.flush().expect("flush");
+    assert!(!d.reads_as_zeros(base, 2 * 65536));
+}
+
 /// Runs the block device suite: `block_device_conformance!(expr)` where
 /// `expr` builds a fresh [`BlockSubject`].
 #[macro_export]
@@ -145,6 +172,6 @@ macro_rules! block_device_conformance {
     ($make:expr) => {
         $crate::__conformance_cases!($make, block:
             geometry, write_then_read, out_of_range_is_invalid, zero_range_zeroes_exactly,
-            flushed_writes_persist, concurrent_disjoint_writes);
+            flushed_writes_persist, concurrent_disjoint_writes, reads_as_zeros_is_never_wrong);
     };
 }

@@ -83,7 +83,9 @@ pub struct FlashOptions {
     /// disk that cannot, the kernel writes every byte of the tail, so turn
     /// it off when the tail does not matter.
     pub zero_tail: bool,
-    /// Re-read and hash what was written, and check the root hash.
+    /// After the flush, re-read every chunk written or zeroed and check it
+    /// against a fingerprint (xxh3) of the bytes written there, which had
+    /// been checked against the image's blake3 hash, or for zeros.
     pub verify: bool,
     /// zstd level of captured chunks.
     pub compression_level: i32,
@@ -142,7 +144,7 @@ pub struct FlashReport {
     pub fetched_bytes: u64,
     /// Holes that held data and were zeroed on the device.
     pub zeroed: u64,
-    /// The image's root hash (checked against the device when verifying).
+    /// The image's root hash.
     pub root: ChunkHash,
     /// Frames and deltas received over the link: fewer than `fetched` when
     /// chunks of one batch share content, more when some were fetched

@@ -276,23 +276,36 @@ where
                     }
                 };
                 let mut buf = Vec::new();
+                // One chunk of zeros, handed out for every chunk of a stripe
+                // the device knows to be a hole: an empty disk is neither
+                // read nor zero-filled, and this stays in the cache.
+                let mut zeros = Vec::new();
                 loop {
                     let next = match work_rx.lock() {
                         Ok(rx) => rx.recv(),
                         Err(_) => return,
                     };
                     let Ok((no, range)) = next else { return };
-                    let result = read_stripe(device, layout, &range, &mut buf).and_then(|()| {
-                        let base = layout.offset(range.start);
-                        let out = range
+                    let (offset, len) = (layout.offset(range.start), layout.bytes(&range));
+                    let result = if device.reads_as_zeros(offset, len) {
+                        zeros.resize(layout.chunk_size as usize, 0);
+                        range
                             .clone()
-                            .map(|i| {
-                                let at = (layout.offset(i) - base) as usize;
-                                work(i, &buf[at..at + layout.len(i)])
-                            })
-                            .collect::<Result<Vec<T>>>()?;
-                        Ok((range, out))
-                    });
+                            .map(|i| work(i, &zeros[..layout.len(i)]))
+                            .collect::<Result<Vec<T>>>()
+                            .map(|out| (range, out))
+                    } else {
+                        read_stripe(device, layout, &range, &mut buf).and_then(|()| {
+                            let out = range
+                                .clone()
+                                .map(|i| {
+                                    let at = (layout.offset(i) - offset) as usize;
+                                    work(i, &buf[at..at + layout.len(i)])
+                                })
+                                .collect::<Result<Vec<T>>>()?;
+                            Ok((range, out))
+                        })
+                    };
                     if res_tx.send((no, result)).is_err() {
                         return;
                     }

@@ -27,4 +27,13 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
 
     /// Makes every write durable.
     fn flush(&self) -> Result<()>;
+
+    /// Whether `len` bytes at `offset` are known to read as zeros without
+    /// reading them (a hole of a sparse file). `false` when the device
+    /// cannot tell cheaply: the default. A `true` lets a scan skip reading
+    /// (and zero-filling) an empty disk.
+    fn reads_as_zeros(&self, offset: u64, len: u64) -> bool {
+        let _ = (offset, len);
+        false
+    }
 }
