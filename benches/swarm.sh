@@ -15,8 +15,10 @@
 #                    machine every part shares the same two cores and more
 #                    servers only add context switches)
 #   SERVERS="1 2 3"  server counts to run;  REPS=1  repetitions of each
-#   ROCKET_WORKERS   async worker threads per server (Rocket's own setting;
-#                    default 1 when capped, Rocket's default when not)
+#   ROCKET_WORKERS   async worker threads per server, ROCKET_MAX_BLOCKING
+#                    its blocking-pool threads (Rocket's own settings; when
+#                    capped, default 1 and 16 as befits a quarter of a core,
+#                    else Rocket's defaults: one per core and 512)
 # Capping needs root and the cgroup v1 cpu and cpuacct hierarchies under
 # /sys/fs/cgroup; the script says so and stops if it cannot make them.
 # Needs PostgreSQL at BAAS_TEST_POSTGRES_URL (.ci/postgres-up starts it).
@@ -61,11 +63,13 @@ if [ "$cpu" != none ]; then
     echo "  (needs root and cgroup v1 cpu/cpuacct hierarchies); run with SERVER_CPU=none for uncapped servers" >&2
     exit 1
   fi
-  export ROCKET_WORKERS="${ROCKET_WORKERS:-1}"
-  echo "servers capped at $cpu cores each (cfs_quota_us=$quota per 100000 us); ROCKET_WORKERS=$ROCKET_WORKERS"
+  export ROCKET_WORKERS="${ROCKET_WORKERS:-1}" ROCKET_MAX_BLOCKING="${ROCKET_MAX_BLOCKING:-16}"
+  echo "servers capped at $cpu cores each (cfs_quota_us=$quota per 100000 us);" \
+    "ROCKET_WORKERS=$ROCKET_WORKERS ROCKET_MAX_BLOCKING=$ROCKET_MAX_BLOCKING"
 else
   mkgroup "$acct_root" "$tag-probe" || accounting=no
-  echo "servers uncapped (SERVER_CPU=none)"
+  echo "servers uncapped (SERVER_CPU=none); ROCKET_WORKERS=${ROCKET_WORKERS:-default}" \
+    "ROCKET_MAX_BLOCKING=${ROCKET_MAX_BLOCKING:-default}"
 fi
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
