@@ -18,6 +18,8 @@ COMPACT (1: also measure storage after `baas-server admin compact`),
 WRK_SECONDS (10), OUT (benches/REPORT.md), KEEP (keep the work directory).
 """
 
+import ctypes
+import errno
 import json
 import os
 import re
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +47,9 @@ SEED = int(os.environ.get("SEED", "1"))
 VERSIONS = int(os.environ.get("VERSIONS", "10"))
 COMPACT = os.environ.get("COMPACT", "1") == "1"
 WRK_SECONDS = int(os.environ.get("WRK_SECONDS", "10"))
-OUT = Path(os.environ.get("OUT", ROOT / "benches" / "REPORT.md"))
+DEFAULT_OUT = ROOT / "benches" / "REPORT.md"
+# Another OUT (a trial run) leaves README.md's headline table alone.
+OUT = Path(os.environ.get("OUT", DEFAULT_OUT)).resolve()
 STEP_TIMEOUT = int(os.environ.get("STEP_TIMEOUT", "900"))
 MAC = "52:54:00:c0:4a:01"
 MIB = 1 << 20
@@ -52,6 +57,43 @@ MIB = 1 << 20
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# Wall-clock seconds by section of the run (in order), and what some of it
+# went to across sections; both go into results.json and the report's
+# "Where the time went".
+SECTIONS = {}
+SPENT = {}
+
+
+class section:
+    """Times a section of the run: `with section("name"): ...`."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        log(self.name)
+        self.t = time.monotonic()
+
+    def __exit__(self, *exc):
+        secs = time.monotonic() - self.t
+        SECTIONS[self.name] = SECTIONS.get(self.name, 0) + secs
+        log(f"{self.name}: {secs:.1f} s")
+
+
+def spent(what, t):
+    """Adds the seconds since monotonic time t to SPENT[what]."""
+    SPENT[what] = SPENT.get(what, 0) + time.monotonic() - t
+
+
+def together(*jobs):
+    """Runs the callables at the same time (their subprocesses use both
+    cores); their results in order. Only for preparation nobody times:
+    sizes and formats, never a figure in seconds."""
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(j) for j in jobs]
+        return [f.result() for f in futures]
 
 
 def sh(*args, check=True, capture=False, **kw):
@@ -73,11 +115,13 @@ def timed(*args, **kw):
 
 
 def drop_caches():
+    t = time.monotonic()
     os.sync()
     try:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
     except OSError:
         pass
+    spent("cold caches (sync, drop_caches)", t)
 
 
 def free_port():
@@ -86,12 +130,184 @@ def free_port():
         return s.getsockname()[1]
 
 
+def extents(path):
+    """The data extents of a file, as (start, end) offsets (SEEK_DATA and
+    SEEK_HOLE); everything else reads as zeros."""
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, pos = os.fstat(fd).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break
+                raise
+            pos = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            out.append((start, pos))
+    finally:
+        os.close(fd)
+    return out
+
+
+def subtract(xs, ys):
+    """The parts of sorted disjoint ranges xs outside sorted disjoint ranges
+    ys."""
+    out, j = [], 0
+    for s, e in xs:
+        while j < len(ys) and ys[j][1] <= s:
+            j += 1
+        cur, k = s, j
+        while k < len(ys) and ys[k][0] < e:
+            if ys[k][0] > cur:
+                out.append((cur, ys[k][0]))
+            cur = max(cur, ys[k][1])
+            k += 1
+        if cur < e:
+            out.append((cur, e))
+    return out
+
+
+def data_union(x, y, align=4096):
+    """Where x or y holds data, in merged `align`ed ranges: anywhere else
+    both are holes, that is equal zeros."""
+    size = os.stat(x).st_size
+    spans = sorted((s // align * align, min(size, -(-e // align) * align)) for s, e in extents(x) + extents(y))
+    out = []
+    for s, e in spans:
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def chunks_of(x, y, step=1 << 20):
+    """(offset, x's bytes, y's bytes) over data_union(x, y), `step` at a
+    time; both files must have the same size."""
+    fx, fy = os.open(x, os.O_RDONLY), os.open(y, os.O_RDONLY)
+    try:
+        for s, e in data_union(x, y):
+            for off in range(s, e, step):
+                n = min(step, e - off)
+                yield off, os.pread(fx, n, off), os.pread(fy, n, off)
+    finally:
+        os.close(fx)
+        os.close(fy)
+
+
 def same(a, b):
-    return sh("cmp", "-s", a, b, check=False).returncode == 0
+    """Whether two files hold the same bytes, as `cmp` would say; reads
+    only where either holds data (where both have holes both read zeros).
+    Both are synced first so their extents are final."""
+    t = time.monotonic()
+    try:
+        for f in [a, b]:
+            fd = os.open(f, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        if os.stat(a).st_size != os.stat(b).st_size:
+            return False
+        return all(p == q for _, p, q in chunks_of(a, b))
+    finally:
+        spent("correctness checks (disk = target)", t)
 
 
 def sparse_copy(src, dst):
     sh("cp", "--sparse=always", src, dst)
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+
+
+def punch_hole(fd, off, n):
+    """fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)."""
+    if LIBC.fallocate(fd, 2 | 1, off, n) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"punching a hole: {os.strerror(e)}")
+
+
+class DiskOfA:
+    """Puts A back on the file-backed disk before a run, exactly as
+    `cp --sparse=always A disk` leaves it (the same bytes, holes where A's
+    4 KiB blocks are zeros), but cheaply when it knows what the disk holds:
+    nothing to do if nothing wrote to it since it held A (same inode, size,
+    mtime and ctime), only the blocks where A and B (or C) differ if a
+    checked run left B (or C) on it, else a full copy. Then the disk holds
+    A's bytes; where it holds data but the first full copy had a hole (a
+    run wrote a whole chunk of which only a block changed), those bytes are
+    checked to be zeros and made a hole again. Any other difference from
+    the first full copy's data extents means a full copy."""
+
+    def __init__(self, a, disk, changed):
+        self.a, self.disk, self.changed = a, disk, changed
+        self.holds, self.stamp, self.layout = None, None, None
+        self.counts = {"untouched": 0, "changed blocks put back": 0, "holes punched again": 0, "full copies": 0}
+
+    def _stamp(self):
+        try:
+            st = os.stat(self.disk)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    def holding(self, what):
+        """The disk was just checked to hold `what` (A, B or C's path)."""
+        self.holds, self.stamp = what, self._stamp()
+
+    def _copy(self):
+        sparse_copy(self.a, self.disk)
+        self.counts["full copies"] += 1
+
+    def _put_back(self, blocks, block=4096):
+        zero = bytes(block)
+        fa, fd = os.open(self.a, os.O_RDONLY), os.open(self.disk, os.O_WRONLY)
+        try:
+            for k in blocks:
+                data = os.pread(fa, block, k * block)
+                if data == zero:
+                    punch_hole(fd, k * block, block)
+                else:
+                    os.pwrite(fd, data, k * block)
+        finally:
+            os.close(fa)
+            os.close(fd)
+        self.counts["changed blocks put back"] += 1
+
+    def _punch(self, spans, step=1 << 20):
+        fd = os.open(self.disk, os.O_RDWR)
+        try:
+            for s, e in spans:
+                for off in range(s, e, step):
+                    n = min(step, e - off)
+                    assert os.pread(fd, n, off) == bytes(n), "A has data where its copy has a hole"
+                punch_hole(fd, s, e - s)
+        finally:
+            os.close(fd)
+        self.counts["holes punched again"] += 1
+
+    def put_a(self):
+        t = time.monotonic()
+        known = self.stamp is not None and self._stamp() == self.stamp
+        if known and self.holds == self.a:
+            self.counts["untouched"] += 1
+        elif known and self.holds in self.changed:
+            self._put_back(self.changed[self.holds])
+        else:
+            self._copy()
+        if self.layout is None:
+            self.layout = extents(self.disk)  # the first put-back is always a full copy
+        extra = subtract(extents(self.disk), self.layout)
+        if extra:
+            self._punch(extra)
+        if extents(self.disk) != self.layout:
+            log("the disk's holes differ from a fresh copy of A: copying A in full")
+            self._copy()
+            assert extents(self.disk) == self.layout, "a fresh copy of A has other holes than the first"
+        self.holding(self.a)
+        spent("disk resets (A put back)", t)
 
 
 def fresh_disk(path):
@@ -233,10 +449,11 @@ http {{
             text = r.read()
         return json.loads(text) if text else None
 
-    def upload(self, image, path):
+    def upload(self, image, path, cold=True):
         """Uploads a file as the image's next version (curl, streamed);
-        returns (seconds, version json)."""
-        drop_caches()
+        returns (seconds, version json). `cold`: caches dropped first."""
+        if cold:
+            drop_caches()
         t = time.monotonic()
         r = sh(
             "curl", "-sSf", "-X", "POST", "-H", f"Authorization: Bearer {self.token}", "-H",
@@ -319,6 +536,7 @@ def median3(f, runs=RUNS):
         s, b = f()
         secs.append(s)
         wire.append(b)
+        SPENT["timed steps (the figures)"] = SPENT.get("timed steps (the figures)", 0) + s
     return secs, statistics.median(wire) if wire and wire[0] is not None else None
 
 
@@ -346,6 +564,9 @@ def main():
     try:
         report = measure(lab, work)
         report["total_seconds"] = time.monotonic() - started
+        report["sections"] = SECTIONS
+        report["spent"] = SPENT
+        log("where the time went: " + ", ".join(f"{k} {v:.0f} s" for k, v in SECTIONS.items()))
         raw = OUT.parent / "report" / "results.json"
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps(report, default=lambda o: o.__dict__, indent=1))
@@ -362,32 +583,37 @@ def measure(lab, work):
     size = SIZE_MIB * MIB
     www = lab.www
     a, b, c = www / "a.img", www / "b.img", www / "c.img"
-    log(f"data: {SIZE_MIB} MiB ext4 image, 25% real files, seed {SEED}")
-    t = time.monotonic()
-    sh(DATA, "base", a, SIZE_MIB, 25, SEED)
-    sparse_copy(a, b)
-    sh(DATA, "add-files", b, SEED * 1000 + 1, max(1, SIZE_MIB // 100))
-    sparse_copy(a, c)
-    sh(DATA, "scatter", c, SEED, 1)
-    data_secs = time.monotonic() - t
-    changed_b = sum(1 for _ in diff_blocks(a, b)) * 4096
-    changed_c = sum(1 for _ in diff_blocks(a, c)) * 4096
-    for f in [a, b, c]:
-        os.chmod(f, 0o644)
-    log("preparing the peers' formats (bmap, zstd, casync index and store)")
-    sh("bmaptool", "-q", "create", "-o", www / "a.bmap", a)
-    sh("zstd", "-q", "-1", "-T0", a, "-o", www / "a.img.zst")
-    castore = www / "castore"
-    for v in [b, c]:
-        sh("casync", "make", f"--store={castore}", www / f"{v.stem}.caibx", v)
-    lab.start_nginx()
-    lab.start_rsyncd()
-    lab.start_server(work / "data")
-    image = lab.api("POST", "/api/v1/images", {"name": "compare", "size": size})["image"]["id"]
-    log("uploading A, B and C to baas-server")
-    va = upload_number(lab, image, a)
-    vb = upload_number(lab, image, b)
-    vc = upload_number(lab, image, c)
+    with section(f"data: {SIZE_MIB} MiB ext4 image A, B, C (seed {SEED})"):
+        t = time.monotonic()
+        sh(DATA, "base", a, SIZE_MIB, 25, SEED)
+        sparse_copy(a, b)
+        sh(DATA, "add-files", b, SEED * 1000 + 1, max(1, SIZE_MIB // 100))
+        sparse_copy(a, c)
+        sh(DATA, "scatter", c, SEED, 1)
+        data_secs = time.monotonic() - t
+        blocks_b, blocks_c = list(diff_blocks(a, b)), list(diff_blocks(a, c))
+        changed_b, changed_c = len(blocks_b) * 4096, len(blocks_c) * 4096
+        for f in [a, b, c]:
+            os.chmod(f, 0o644)
+    with section("peers' formats (bmap, zstd, casync index and store), upload of A, B, C"):
+        lab.start_nginx()
+        lab.start_rsyncd()
+        lab.start_server(work / "data")
+        image = lab.api("POST", "/api/v1/images", {"name": "compare", "size": size})["image"]["id"]
+        castore = www / "castore"
+
+        def bmap_zstd():
+            sh("bmaptool", "-q", "create", "-o", www / "a.bmap", a)
+            sh("zstd", "-q", "-1", "-T0", a, "-o", www / "a.img.zst")
+
+        def casync_bc():
+            for v in [b, c]:
+                sh("casync", "make", f"--store={castore}", www / f"{v.stem}.caibx", v)
+
+        def uploads():
+            return [upload_number(lab, image, v) for v in [a, b, c]]
+
+        _, _, (va, vb, vc) = together(bmap_zstd, casync_bc, uploads)
     agent = Agent(lab, work)
     disk = agent.disk
     r = {"size": size, "changed_b": changed_b, "changed_c": changed_c, "data_secs": data_secs, "runs": RUNS,
@@ -395,7 +621,6 @@ def measure(lab, work):
          "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()[0]}
 
     # 1. Full flash of A onto an empty disk.
-    log("full flash of A")
 
     def agent_full():
         fresh_disk(disk)
@@ -420,23 +645,24 @@ def measure(lab, work):
         return s, lab.nginx_bytes()
 
     full = {}
-    for name, f in [("baas-agent", agent_full), ("dd bs=4M conv=fsync", dd_full),
-                    ("bmaptool copy (local)", bmap_local), ("bmaptool copy (HTTP, zstd)", bmap_http)]:
-        secs, wire = median3(f)
-        full[name] = Stat(name, secs, wire)
+    with section("full flash of A"):
+        for name, f in [("baas-agent", agent_full), ("dd bs=4M conv=fsync", dd_full),
+                        ("bmaptool copy (local)", bmap_local), ("bmaptool copy (HTTP, zstd)", bmap_http)]:
+            secs, wire = median3(f)
+            full[name] = Stat(name, secs, wire)
     r["full"] = full
 
     # 2./3. A -> B and A -> C on a disk holding A.
-    def on_a():
-        sparse_copy(a, disk)
+    disk_a = DiskOfA(a, disk, {b: blocks_b, c: blocks_c})
+    on_a = disk_a.put_a
 
     def deltas(target, version, label):
-        log(f"A -> {label}")
 
         def agent_delta():
             on_a()
             s, ctr = agent.flash(image, version)
             assert same(target, disk), f"disk differs from {label} after the agent's delta"
+            disk_a.holding(target)
             # Both directions: chunk frames and deltas down, the block
             # hashes of delta requests up.
             return s, ctr["frame_bytes_received"] + ctr["fetch_request_bytes"]
@@ -448,6 +674,7 @@ def measure(lab, work):
                 f"rsync://127.0.0.1:{lab.rport}/data/{target.name}", disk, capture=True,
             )
             assert same(target, disk), f"disk differs from {label} after rsync"
+            disk_a.holding(target)
             # Both directions: the blocks down, the checksums up.
             got = [re.search(rf"Total bytes {d}: ([\d,]+)", res.stdout) for d in ("received", "sent")]
             return s, sum(int(g.group(1).replace(",", "")) for g in got) if all(got) else None
@@ -475,11 +702,12 @@ def measure(lab, work):
             out[name] = Stat(name, secs, wire)
         return out
 
-    r["ab"] = deltas(b, vb, "B")
-    r["ac"] = deltas(c, vc, "C")
+    with section("A -> B"):
+        r["ab"] = deltas(b, vb, "B")
+    with section("A -> C"):
+        r["ac"] = deltas(c, vc, "C")
 
     # 4. Capture of an unchanged disk.
-    log("capture of an unchanged disk")
 
     def capture():
         on_a()
@@ -494,68 +722,75 @@ def measure(lab, work):
         s, _ = timed("dd", f"if={disk}", "of=/dev/null", "bs=4M", "status=none")
         return s, None
 
-    secs, wire = median3(capture)
-    cap = {"baas-agent capture": Stat("baas-agent capture", secs, wire)}
-    secs, _ = median3(dd_read)
-    cap["dd read of the disk"] = Stat("dd read of the disk", secs)
+    with section("capture of an unchanged disk"):
+        secs, wire = median3(capture)
+        cap = {"baas-agent capture": Stat("baas-agent capture", secs, wire)}
+        secs, _ = median3(dd_read)
+        cap["dd read of the disk"] = Stat("dd read of the disk", secs)
     r["capture"] = cap
+    r["disk_resets"] = disk_a.counts
 
     # 5. Storage of 10 versions.
     r["storage"] = storage(lab, work, a)
 
     # 6.-8. The server against nginx.
-    r["server"] = server_side(lab, work, a)
+    with section("server transfers and hot path against nginx"):
+        r["server"] = server_side(lab, work, a)
     return r
 
 
 def upload_number(lab, image, path):
-    _, v = lab.upload(image, path)
+    _, v = lab.upload(image, path, cold=False)
     return v.get("number") or v["version"]["number"]
 
 
 def diff_blocks(x, y, block=4096):
-    with open(x, "rb") as f, open(y, "rb") as g:
-        i = 0
-        while True:
-            p, q = f.read(1 << 20), g.read(1 << 20)
-            if not p and not q:
-                return
-            for k in range(0, max(len(p), len(q)), block):
-                if p[k:k + block] != q[k:k + block]:
-                    yield i + k // block
-            i += len(p) // block
+    """The numbers of the `block`-sized blocks where x and y differ (same
+    size; reads only where either holds data)."""
+    assert os.stat(x).st_size == os.stat(y).st_size
+    for off, p, q in chunks_of(x, y):
+        if p == q:
+            continue
+        for k in range(0, len(p), block):
+            if p[k:k + block] != q[k:k + block]:
+                yield (off + k) // block
 
 
 def storage(lab, work, a):
     """Bytes a fresh store holds after VERSIONS versions, each adding 1% new
     files, against zstd copies and a casync store of the same versions."""
-    log(f"storage of {VERSIONS} versions")
-    lab.stop_server()
-    data = work / "data-storage"
-    lab.start_server(data)
-    v = work / "v.img"
-    sparse_copy(a, v)
-    image = lab.api("POST", "/api/v1/images", {"name": "storage", "size": SIZE_MIB * MIB})["image"]["id"]
-    store = work / "castore10"
-    zstd_one, zstd_all = 0, 0
-    for k in range(VERSIONS):
-        if k:
-            sh(DATA, "add-files", v, SEED * 1000 + 100 + k, max(1, SIZE_MIB // 100))
-        lab.upload(image, v)
-        z = int(sh("sh", "-c", f"zstd -3 -T0 -q -c {v} | wc -c", capture=True).stdout)
-        zstd_one = zstd_one or z
-        zstd_all += z
-        sh("casync", "make", f"--store={store}", work / f"v{k}.caibx", v)
-    lab.stop_server()
+    with section(f"storage of {VERSIONS} versions: uploads, zstd copies, casync store"):
+        lab.stop_server()
+        data = work / "data-storage"
+        lab.start_server(data)
+        image = lab.api("POST", "/api/v1/images", {"name": "storage", "size": SIZE_MIB * MIB})["image"]["id"]
+        store = work / "castore10"
+        v = work / "v.img"
+        sparse_copy(a, v)
+        zstd_one, zstd_all = 0, 0
+        for k in range(VERSIONS):
+            if k:
+                sh(DATA, "add-files", v, SEED * 1000 + 100 + k, max(1, SIZE_MIB // 100))
+            # Sizes only, nothing here is timed: the upload, the zstd copy
+            # and casync (whose chunker uses one core) read the version at
+            # the same time.
+            _, z, _ = together(
+                lambda: lab.upload(image, v, cold=False),
+                lambda: int(sh("sh", "-c", f"zstd -3 -T0 -q -c {v} | wc -c", capture=True).stdout),
+                lambda: sh("casync", "make", f"--store={store}", work / f"v{k}.caibx", v),
+            )
+            zstd_one = zstd_one or z
+            zstd_all += z
+        lab.stop_server()
 
     def stored():
         return du(data / "chunks") + sum(p.stat().st_size for p in data.glob("*.sqlite3*"))
 
     out = [("BAAS chunk store + metadata, as imported", stored(), None)]
     if COMPACT:
-        log("compacting the chunk store (baas-server admin compact)")
-        t = time.monotonic()
-        sh(SERVER, "--data-dir", data, "admin", "compact")
+        with section("storage: baas-server admin compact"):
+            t = time.monotonic()
+            sh(SERVER, "--data-dir", data, "admin", "compact")
         out.append(("BAAS chunk store + metadata, after `baas-server admin compact`", stored(),
                     time.monotonic() - t))
     out += [("casync store (default chunking and compression)", du(store), None),
@@ -564,7 +799,6 @@ def storage(lab, work, a):
 
 
 def server_side(lab, work, a):
-    log("server transfers against nginx + curl")
     size = SIZE_MIB * MIB
     res = {}
     curl = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total}"]
@@ -730,9 +964,27 @@ def write_report(r, work):
     for f in plot_files:
         w(f"![{f.stem}](report/{f.name})")
         w("")
+    if r.get("sections"):
+        total = r["total_seconds"]
+        w("## Where the time went")
+        w("")
+        w("| section of the run | seconds | share |")
+        w("| --- | ---: | ---: |")
+        for name, secs in r["sections"].items():
+            w(f"| {name} | {secs:.0f} | {100 * secs / total:.0f}% |")
+        rest = total - sum(r["sections"].values())
+        w(f"| the rest (agent setup, plots and report) | {rest:.0f} | {100 * rest / total:.0f}% |")
+        w(f"| **total** | **{total:.0f}** | 100% |")
+        w("")
+        w("Across sections: " + "; ".join(f"{k} {v:.0f} s" for k, v in r.get("spent", {}).items()) + ".")
+        if r.get("disk_resets"):
+            w("Putting A back on the disk before a run: " + ", ".join(
+                f"{k} {v}" for k, v in r["disk_resets"].items()) + " (see `DiskOfA` in benches/compare.py).")
+        w("")
     OUT.write_text("\n".join(lines) + "\n")
     log(f"wrote {OUT}")
-    headline(r)
+    if OUT == DEFAULT_OUT:
+        headline(r)
 
 
 def bar_chart(path, title, ylabel, rows, logscale=False):
