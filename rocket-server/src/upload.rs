@@ -3,10 +3,11 @@
 //! The request body belongs to the request's future (Rocket's `Data<'r>`),
 //! while the import runs on a blocking thread. A pump in the handler's
 //! future reads the body (raw, or the first file part of a multipart body
-//! through `multer`), coalesces it into 256 KiB pieces and sends them over a
-//! bounded channel; the blocking side reads the channel through
-//! [`tokio_util::io::SyncIoBridge`]. Memory per upload is bounded by the
-//! channel (about 1 MiB); nothing is buffered whole or spooled to disk.
+//! through `multer`) straight into whole-chunk buffers and sends them, 16
+//! at a time, over a bounded channel; the blocking side takes the buffers
+//! over as the core's [`ChunkSource`], so the body's bytes are copied once
+//! after the socket. Memory per upload is bounded by the channel (about
+//! 4 MiB); nothing is buffered whole or spooled to disk.
 //!
 //! Every way the body can end early is an error on the reading side, never a
 //! short EOF: over the limit (`too_large`), a broken connection or malformed
@@ -20,25 +21,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use baas_core::content::CHUNK_SIZE;
 use baas_core::model::{ImageId, Version};
-use baas_core::services::ImportOptions;
+use baas_core::services::{ChunkSource, ImportOptions};
 use baas_core::Error;
-use bytes::{Bytes, BytesMut};
+use bytes::BufMut;
 use rocket::data::{Data, DataStream, ToByteUnit};
 use rocket::http::ContentType;
 use rocket::request::{self, FromRequest, Request};
 use rocket::tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use rocket::tokio::sync::mpsc;
-use tokio_util::io::{ReaderStream, SyncIoBridge};
+use tokio_util::io::ReaderStream;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::telemetry::Metrics;
 use crate::Settings;
 
-/// Size of the pieces sent to the importing thread.
+/// Size of the body's reads from a multipart stream.
 const PIECE: usize = 256 * 1024;
-/// Pieces in flight between the pump and the importing thread.
+/// Whole chunks per message to the importing thread.
+const GROUP: usize = 16;
+/// Messages in flight between the pump and the importing thread.
 const IN_FLIGHT: usize = 4;
 /// Room for multipart framing and small fields on top of the file limit.
 const MULTIPART_SLACK: u64 = 1 << 20;
@@ -53,7 +57,9 @@ const MAX_TEXT_FIELD: usize = 4096;
 /// What travels from the pump to the importing thread.
 #[derive(Debug)]
 enum Piece {
-    Data(Bytes),
+    /// Whole chunks of the body, in order; only the body's last chunk may
+    /// be short.
+    Data(Vec<Vec<u8>>),
     End,
     Fail(io::Error),
 }
@@ -62,40 +68,45 @@ fn wrap(e: Error) -> io::Error {
     io::Error::other(e)
 }
 
-/// The importing side: an `AsyncRead` over the channel, to be wrapped in a
-/// `SyncIoBridge` and read on a blocking thread.
+fn unwrap_io(e: io::Error) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        if let Some(Ok(err)) = e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            return *err;
+        }
+        return Error::internal("reading the upload failed");
+    }
+    Error::invalid("body", format!("reading the upload failed: {e}")).with_source(e)
+}
+
+/// The importing side: the channel as the core's [`ChunkSource`], read on a
+/// blocking thread. The pump's buffers are handed over, not copied.
 #[derive(Debug)]
-pub struct PieceReader {
+pub struct PieceSource {
     rx: mpsc::Receiver<Piece>,
-    current: Bytes,
+    group: std::vec::IntoIter<Vec<u8>>,
     done: bool,
 }
 
-impl AsyncRead for PieceReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+impl ChunkSource for PieceSource {
+    fn next_chunk(&mut self, buf: &mut Vec<u8>) -> baas_core::Result<usize> {
         loop {
-            if !this.current.is_empty() {
-                let n = this.current.len().min(buf.remaining());
-                buf.put_slice(&this.current.split_to(n));
-                return Poll::Ready(Ok(()));
+            if let Some(chunk) = self.group.next() {
+                *buf = chunk;
+                return Ok(buf.len());
             }
-            if this.done {
-                return Poll::Ready(Ok(()));
+            if self.done {
+                buf.clear();
+                return Ok(0);
             }
-            match ready!(this.rx.poll_recv(cx)) {
-                Some(Piece::Data(b)) => this.current = b,
-                Some(Piece::End) => this.done = true,
-                Some(Piece::Fail(e)) => return Poll::Ready(Err(e)),
+            match self.rx.blocking_recv() {
+                Some(Piece::Data(group)) => self.group = group.into_iter(),
+                Some(Piece::End) => self.done = true,
+                Some(Piece::Fail(e)) => return Err(unwrap_io(e)),
                 None => {
-                    return Poll::Ready(Err(wrap(Error::invalid(
+                    return Err(Error::invalid(
                         "body",
                         "the upload ended before the body was complete",
-                    ))))
+                    ))
                 }
             }
         }
@@ -308,16 +319,16 @@ pub async fn open<'r>(info: BodyInfo, data: Data<'r>) -> Result<Upload<'r>, ApiE
 }
 
 impl Upload<'_> {
-    /// A channel pair: the sender for [`Upload::pump`] and a blocking reader
-    /// for the import.
-    pub fn channel() -> (UploadSender, SyncIoBridge<PieceReader>) {
+    /// A channel pair: the sender for [`Upload::pump`] and the import's
+    /// chunk source.
+    pub fn channel() -> (UploadSender, PieceSource) {
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
-        let reader = PieceReader {
+        let source = PieceSource {
             rx,
-            current: Bytes::new(),
+            group: Vec::new().into_iter(),
             done: false,
         };
-        (UploadSender(tx), SyncIoBridge::new(reader))
+        (UploadSender(tx), source)
     }
 
     /// Reads the body into `tx` until it ends, fails, passes the limit, or
@@ -326,19 +337,20 @@ impl Upload<'_> {
     pub async fn pump(self, tx: UploadSender) {
         let tx = tx.0;
         let limit = self.limit;
-        let mut sent = 0u64;
-        let mut buf = BytesMut::with_capacity(PIECE);
+        let cs = CHUNK_SIZE as usize;
+        let mut taken = 0u64;
+        let mut chunk: Vec<u8> = Vec::with_capacity(cs);
+        let mut group: Vec<Vec<u8>> = Vec::with_capacity(GROUP);
         let mut source = self.source;
         let mut broken = false;
         let outcome: Result<(), Error> = loop {
             let got = match &mut source {
                 Source::Raw(r) => {
-                    if buf.capacity() - buf.len() < 16 * 1024 {
-                        buf.reserve(PIECE);
-                    }
-                    match r.read_buf(&mut buf).await {
+                    // Straight into the chunk's spare room, never past it.
+                    let room = cs - chunk.len();
+                    match r.read_buf(&mut (&mut chunk).limit(room)).await {
                         Ok(0) => None,
-                        Ok(_) => Some(()),
+                        Ok(n) => Some(n),
                         Err(e) => {
                             broken = true;
                             break Err(Error::invalid(
@@ -349,9 +361,16 @@ impl Upload<'_> {
                     }
                 }
                 Source::Multipart { field, .. } => match field.chunk().await {
-                    Ok(Some(chunk)) => {
-                        buf.extend_from_slice(&chunk);
-                        Some(())
+                    Ok(Some(mut bytes)) => {
+                        let n = bytes.len();
+                        while !bytes.is_empty() {
+                            let k = (cs - chunk.len()).min(bytes.len());
+                            chunk.extend_from_slice(&bytes.split_to(k));
+                            if chunk.len() == cs {
+                                group.push(std::mem::replace(&mut chunk, Vec::with_capacity(cs)));
+                            }
+                        }
+                        Some(n)
                     }
                     Ok(None) => None,
                     Err(e) => {
@@ -364,20 +383,28 @@ impl Upload<'_> {
                     }
                 },
             };
-            if sent + buf.len() as u64 > limit {
+            if let Some(n) = got {
+                taken += n as u64;
+            }
+            if taken > limit {
                 break Err(too_large(limit));
             }
+            if chunk.len() == cs {
+                group.push(std::mem::replace(&mut chunk, Vec::with_capacity(cs)));
+            }
             let last = got.is_none();
-            if last && sent == 0 && buf.is_empty() {
+            if last && taken == 0 {
                 break Err(Error::invalid(
                     "body",
                     "the upload is empty; send the image as the body or as a multipart file part",
                 ));
             }
-            if buf.len() >= PIECE || (last && !buf.is_empty()) {
-                sent += buf.len() as u64;
-                let piece = buf.split().freeze();
-                if tx.send(Piece::Data(piece)).await.is_err() {
+            if last && !chunk.is_empty() {
+                group.push(std::mem::take(&mut chunk));
+            }
+            if group.len() >= GROUP || (last && !group.is_empty()) {
+                let full = std::mem::replace(&mut group, Vec::with_capacity(GROUP));
+                if tx.send(Piece::Data(full)).await.is_err() {
                     // The import stopped (failed or finished); it has its
                     // answer already.
                     break Ok(());
@@ -441,9 +468,9 @@ pub async fn import(
     let upload = open(info, data).await?;
     let note = note.or_else(|| upload.note.clone());
     let _running = metrics.as_ref().map(|m| m.upload_started());
-    let (tx, mut reader) = Upload::channel();
+    let (tx, mut source) = Upload::channel();
     let import =
-        caller.run(move |b, a| b.import_version(a, image, &mut reader, ImportOptions { note }));
+        caller.run(move |b, a| b.import_chunks(a, image, &mut source, ImportOptions { note }));
     let (version, ()) = rocket::tokio::join!(import, upload.pump(tx));
     version
 }

@@ -189,6 +189,7 @@ macro_rules! services_conformance {
     ($make:expr) => {
         $crate::__conformance_cases!($make, services:
             import_export_round_trips_sparse_data, reimport_stores_no_new_chunk,
+            chunk_sources_import_like_readers,
             concurrent_imports_get_consecutive_versions, failed_import_leaves_no_version,
             chunk_upload_protocol_resumes, corrupted_chunk_is_an_error, gc_reclaims_only_orphans,
             gc_spares_chunks_of_an_import_in_progress, authorization_rules, tokens_authenticate_until_revoked,

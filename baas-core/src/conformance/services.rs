@@ -155,6 +155,68 @@ pub fn import_export_round_trips_sparse_data(s: &ServicesSubject) {
     assert!(is_zero(&zeros));
 }
 
+/// A [`crate::services::ChunkSource`] that hands over its own buffers
+/// imports what a reader of the same bytes does; one that breaks the
+/// contract (a chunk too long, or a count that is not its length) is an
+/// error and leaves no version.
+pub fn chunk_sources_import_like_readers(s: &ServicesSubject) {
+    use crate::services::ChunkSource;
+    struct Chunks(std::vec::IntoIter<Vec<u8>>);
+    impl ChunkSource for Chunks {
+        fn next_chunk(&mut self, buf: &mut Vec<u8>) -> crate::Result<usize> {
+            *buf = self.0.next().unwrap_or_default();
+            Ok(buf.len())
+        }
+    }
+    struct Lying(bool);
+    impl ChunkSource for Lying {
+        fn next_chunk(&mut self, buf: &mut Vec<u8>) -> crate::Result<usize> {
+            *buf = vec![7u8; CHUNK_SIZE as usize + 1];
+            Ok(if self.0 { buf.len() } else { 10 })
+        }
+    }
+    let b = baas(s);
+    let p = people(&b);
+    let img = new_image(&b, &p.alice, 1 << 20);
+    let data = sparse(7, 5 * CHUNK_SIZE as usize + 1234);
+    let by_reader = import(&b, &p.alice, img.id, &data);
+    let chunks: Vec<Vec<u8>> = data
+        .chunks(CHUNK_SIZE as usize)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let by_source = b
+        .import_chunks(
+            &p.alice,
+            img.id,
+            &mut Chunks(chunks.into_iter()),
+            ImportOptions::default(),
+        )
+        .expect("import from chunks");
+    assert_eq!(by_source.root, by_reader.root);
+    assert_eq!(by_source.size, data.len() as u64);
+    assert_eq!(
+        export(&b, &p.alice, img.id, VersionRef::Number(by_source.number)),
+        data
+    );
+    for honest_count in [true, false] {
+        let e = b
+            .import_chunks(
+                &p.alice,
+                img.id,
+                &mut Lying(honest_count),
+                ImportOptions::default(),
+            )
+            .expect_err("a chunk longer than a chunk");
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    }
+    let versions = b.list_versions(&p.alice, img.id).expect("versions");
+    assert_eq!(
+        versions.last().map(|v| v.number),
+        Some(by_source.number),
+        "no version from a broken source"
+    );
+}
+
 /// Importing the same bytes again stores nothing new.
 pub fn reimport_stores_no_new_chunk(s: &ServicesSubject) {
     let b = baas(s);

@@ -61,6 +61,29 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
+/// An import's bytes, a whole chunk at a time: the shape a shell that
+/// already holds the bytes in owned buffers can hand over without copying
+/// them again (the server's upload pump does).
+pub trait ChunkSource {
+    /// Puts the next [`CHUNK_SIZE`] bytes of the stream in `buf`, replacing
+    /// what it holds (an implementation may swap in a buffer of its own),
+    /// and returns how many: fewer only for the stream's last chunk, 0 at
+    /// its end.
+    fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<usize>;
+}
+
+/// A [`ChunkSource`] over a reader.
+struct ReadChunks<'a>(&'a mut dyn Read);
+
+impl ChunkSource for ReadChunks<'_> {
+    fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
+        buf.resize(CHUNK_SIZE as usize, 0);
+        let n = read_full(self.0, buf)?;
+        buf.truncate(n);
+        Ok(n)
+    }
+}
+
 impl Baas {
     fn owner_quota_check(&self, image: &Image, adding: u64) -> Result<()> {
         let Some(quota) = self.config.user_quota_bytes else {
@@ -137,7 +160,7 @@ impl Baas {
     /// worker.
     fn store_stream(
         &self,
-        reader: &mut dyn Read,
+        source: &mut dyn ChunkSource,
         session: &UploadSession,
     ) -> Result<(Manifest, u64)> {
         let cs = CHUNK_SIZE as usize;
@@ -237,10 +260,15 @@ impl Baas {
                     return Ok(());
                 }
                 let mut buf = pool.pop().unwrap_or_default();
-                buf.resize(cs, 0);
-                let n = read_full(reader, &mut buf)?;
+                let n = source.next_chunk(&mut buf)?;
                 if n == 0 {
                     return Ok(());
+                }
+                if n > cs || buf.len() != n {
+                    return Err(Error::internal(format!(
+                        "an import source gave a chunk of {} bytes, said {n}",
+                        buf.len()
+                    )));
                 }
                 total += n as u64;
                 if total > limit {
@@ -248,7 +276,6 @@ impl Baas {
                         "the version is larger than the limit of {limit} bytes"
                     )));
                 }
-                buf.truncate(n);
                 if is_zero(&buf) {
                     // A hole (most of a typical image): checked here, as
                     // fast as handing it to a worker, and the manifest
@@ -340,13 +367,24 @@ impl Baas {
         reader: &mut dyn Read,
         opts: ImportOptions,
     ) -> Result<Version> {
+        self.import_chunks(actor, image, &mut ReadChunks(reader), opts)
+    }
+
+    /// [`Baas::import_version`] from a [`ChunkSource`].
+    pub fn import_chunks(
+        &self,
+        actor: &Actor,
+        image: ImageId,
+        source: &mut dyn ChunkSource,
+        opts: ImportOptions,
+    ) -> Result<Version> {
         let img = self.get_image(actor, image)?;
         check_write_image(actor, &img)?;
         check_note(&opts.note)?;
         self.owner_quota_check(&img, 0)?;
         let session = self.open_session(actor, &img, None, VersionSource::Upload)?;
         let result = self
-            .store_stream(reader, &session)
+            .store_stream(source, &session)
             .and_then(|(manifest, added)| {
                 self.finish_session(&session, manifest, added, opts.note)
             });

@@ -29,7 +29,7 @@ pub use export::VersionReader;
 pub use gc::{CompactReport, GcReport, DICTIONARY_MIN_CHUNKS};
 pub use idle::IDLE_MEMO_MS;
 pub use images::{ImagePatch, NewImage};
-pub use import::ImportOptions;
+pub use import::{ChunkSource, ImportOptions};
 pub use jobs::{JobRequest, JobTarget};
 pub use machines::{MachinePatch, NewMachine, Presence, CONTACT_EVERY_MS};
 pub use schedule::{Candidate, Fit, Placed, PlacementStatus};
