@@ -495,7 +495,7 @@ pub async fn chunks(
     job: &str,
     entry: &str,
     body: Json<ChunksBody>,
-) -> std::result::Result<FrameStream, ApiError> {
+) -> std::result::Result<Frames, ApiError> {
     let job = job_id(job)?;
     let entry = entry_index(entry)?;
     if body.0.hashes.len() > MAX_CHUNKS_PER_CALL {
@@ -512,7 +512,7 @@ pub async fn chunks(
     let frames = caller
         .run(move |b, a| b.agent_chunks(a, job, entry, &hashes))
         .await?;
-    Ok(FrameStream(frame_stream(&frames)))
+    Ok(Frames::new(frames))
 }
 
 /// Chunks of entry `entry`'s version as deltas against what the agent's
@@ -564,6 +564,98 @@ impl<'r> rocket::response::Responder<'r, 'static> for FrameStream {
         Ok(rocket::Response::build()
             .header(ContentType::Binary)
             .sized_body(len, std::io::Cursor::new(self.0))
+            .max_chunk_size(FRAME_STREAM_WRITE)
+            .finalize())
+    }
+}
+
+/// Stored frames as a response in the [`frame_stream`] format, read from
+/// the frames themselves: no concatenated copy of a multi-MiB answer.
+#[derive(Debug)]
+pub struct Frames {
+    frames: Vec<Vec<u8>>,
+    /// The frame being sent, and how far into its length prefix and bytes.
+    at: usize,
+    within: usize,
+    /// Bytes sent so far, and in all.
+    pos: u64,
+    len: u64,
+}
+
+impl Frames {
+    pub fn new(frames: Vec<Vec<u8>>) -> Frames {
+        let len = frames.iter().map(|f| 4 + f.len() as u64).sum();
+        Frames {
+            frames,
+            at: 0,
+            within: 0,
+            pos: 0,
+            len,
+        }
+    }
+}
+
+impl rocket::tokio::io::AsyncRead for Frames {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut rocket::tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        while buf.remaining() > 0 && this.at < this.frames.len() {
+            let frame = &this.frames[this.at];
+            if this.within < 4 {
+                let prefix = (frame.len() as u32).to_le_bytes();
+                let n = (4 - this.within).min(buf.remaining());
+                buf.put_slice(&prefix[this.within..this.within + n]);
+                this.within += n;
+                this.pos += n as u64;
+            } else {
+                let from = this.within - 4;
+                let n = (frame.len() - from).min(buf.remaining());
+                buf.put_slice(&frame[from..from + n]);
+                this.within += n;
+                this.pos += n as u64;
+            }
+            if this.within == 4 + frame.len() {
+                // Sent: free it now rather than with the whole answer.
+                this.frames[this.at] = Vec::new();
+                this.at += 1;
+                this.within = 0;
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl rocket::tokio::io::AsyncSeek for Frames {
+    /// Rocket seeks only to learn the size of a body whose size it was not
+    /// given, and it is given here: only seeks that stay put are allowed.
+    fn start_seek(self: std::pin::Pin<&mut Self>, to: std::io::SeekFrom) -> std::io::Result<()> {
+        match to {
+            std::io::SeekFrom::Current(0) => Ok(()),
+            std::io::SeekFrom::Start(p) if p == self.pos => Ok(()),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a frame stream is read once, front to back",
+            )),
+        }
+    }
+
+    fn poll_complete(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<u64>> {
+        std::task::Poll::Ready(Ok(self.pos))
+    }
+}
+
+impl<'r> rocket::response::Responder<'r, 'static> for Frames {
+    fn respond_to(self, _: &'r rocket::Request<'_>) -> rocket::response::Result<'static> {
+        let len = self.len as usize;
+        Ok(rocket::Response::build()
+            .header(ContentType::Binary)
+            .sized_body(len, self)
             .max_chunk_size(FRAME_STREAM_WRITE)
             .finalize())
     }
@@ -789,5 +881,31 @@ mod tests {
     fn frame_streams_are_length_prefixed() {
         let s = frame_stream(&[b"ab".to_vec(), b"c".to_vec()]);
         assert_eq!(s, [2, 0, 0, 0, b'a', b'b', 1, 0, 0, 0, b'c']);
+    }
+
+    #[test]
+    fn frames_read_as_the_frame_stream_whatever_the_read_size() {
+        use rocket::tokio::io::AsyncReadExt;
+        let frames: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| vec![i; usize::from(i) * 37 % 300])
+            .collect();
+        let want = frame_stream(&frames);
+        let rt = rocket::tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        for step in [1usize, 3, 4, 5, 1000, 1 << 20] {
+            let mut r = Frames::new(frames.clone());
+            assert_eq!(r.len, want.len() as u64);
+            let mut got = Vec::new();
+            let mut piece = vec![0u8; step];
+            loop {
+                let n = rt.block_on(r.read(&mut piece)).expect("read");
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&piece[..n]);
+            }
+            assert_eq!(got, want, "reads of {step} bytes");
+        }
     }
 }
