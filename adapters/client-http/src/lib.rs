@@ -316,11 +316,20 @@ impl HttpAgentLink {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = res
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE)
-            .read_to_vec()?;
+        // Room for the whole answer up front: growing a Vec while reading a
+        // multi-MiB frame stream copies it about once more.
+        let declared = res
+            .headers()
+            .get("Content-Length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(0, |n| n.min(MAX_RESPONSE) as usize);
+        let mut body = Vec::with_capacity(declared);
+        std::io::Read::read_to_end(
+            &mut res.body_mut().with_config().limit(MAX_RESPONSE).reader(),
+            &mut body,
+        )
+        .map_err(ureq::Error::from)?;
         self.counters
             .bytes_received
             .fetch_add(body.len() as u64, Ordering::Relaxed);
