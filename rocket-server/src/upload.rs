@@ -44,6 +44,8 @@ const PIECE: usize = 256 * 1024;
 const GROUP: usize = 16;
 /// Messages in flight between the pump and the importing thread.
 const IN_FLIGHT: usize = 4;
+/// Spare chunk buffers kept for the pump.
+const SPARE: usize = 2 * GROUP * IN_FLIGHT;
 /// Room for multipart framing and small fields on top of the file limit.
 const MULTIPART_SLACK: u64 = 1 << 20;
 /// How much of a body is still read (and discarded) after the answer is
@@ -85,13 +87,19 @@ pub struct PieceSource {
     rx: mpsc::Receiver<Piece>,
     group: std::vec::IntoIter<Vec<u8>>,
     done: bool,
+    /// Buffers the import is done with, back to the pump: a fresh 64 KiB
+    /// allocation per chunk costs page faults and zeroing in the kernel.
+    spare: mpsc::Sender<Vec<u8>>,
 }
 
 impl ChunkSource for PieceSource {
     fn next_chunk(&mut self, buf: &mut Vec<u8>) -> baas_core::Result<usize> {
         loop {
             if let Some(chunk) = self.group.next() {
-                *buf = chunk;
+                let done_with = std::mem::replace(buf, chunk);
+                if done_with.capacity() == CHUNK_SIZE as usize {
+                    let _ = self.spare.try_send(done_with);
+                }
                 return Ok(buf.len());
             }
             if self.done {
@@ -323,23 +331,25 @@ impl Upload<'_> {
     /// chunk source.
     pub fn channel() -> (UploadSender, PieceSource) {
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        let (spare, spare_rx) = mpsc::channel(SPARE);
         let source = PieceSource {
             rx,
             group: Vec::new().into_iter(),
             done: false,
+            spare,
         };
-        (UploadSender(tx), source)
+        (UploadSender(tx, spare_rx), source)
     }
 
     /// Reads the body into `tx` until it ends, fails, passes the limit, or
     /// the importing side stops listening; then reads (and drops) what the
     /// client still sends, up to [`DRAIN`] bytes.
     pub async fn pump(self, tx: UploadSender) {
-        let tx = tx.0;
+        let UploadSender(tx, mut spare) = tx;
         let limit = self.limit;
         let cs = CHUNK_SIZE as usize;
         let mut taken = 0u64;
-        let mut chunk: Vec<u8> = Vec::with_capacity(cs);
+        let mut chunk: Vec<u8> = chunk_buffer(&mut spare);
         let mut group: Vec<Vec<u8>> = Vec::with_capacity(GROUP);
         let mut source = self.source;
         let mut broken = false;
@@ -367,7 +377,8 @@ impl Upload<'_> {
                             let k = (cs - chunk.len()).min(bytes.len());
                             chunk.extend_from_slice(&bytes.split_to(k));
                             if chunk.len() == cs {
-                                group.push(std::mem::replace(&mut chunk, Vec::with_capacity(cs)));
+                                let next = chunk_buffer(&mut spare);
+                                group.push(std::mem::replace(&mut chunk, next));
                             }
                         }
                         Some(n)
@@ -390,7 +401,8 @@ impl Upload<'_> {
                 break Err(too_large(limit));
             }
             if chunk.len() == cs {
-                group.push(std::mem::replace(&mut chunk, Vec::with_capacity(cs)));
+                let next = chunk_buffer(&mut spare);
+                group.push(std::mem::replace(&mut chunk, next));
             }
             let last = got.is_none();
             if last && taken == 0 {
@@ -451,9 +463,20 @@ async fn drain(source: Source<'_>) {
     }
 }
 
-/// The pump's end of the channel.
+/// The pump's end of the channel, and the buffers coming back.
 #[derive(Debug)]
-pub struct UploadSender(mpsc::Sender<Piece>);
+pub struct UploadSender(mpsc::Sender<Piece>, mpsc::Receiver<Vec<u8>>);
+
+/// A chunk buffer: one the import is done with, else a new one.
+fn chunk_buffer(spare: &mut mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
+    match spare.try_recv() {
+        Ok(mut b) => {
+            b.clear();
+            b
+        }
+        Err(_) => Vec::with_capacity(CHUNK_SIZE as usize),
+    }
+}
 
 /// Imports an upload body as the next version of `image`: opens it, runs
 /// the import on a blocking thread and pumps the body into it.
