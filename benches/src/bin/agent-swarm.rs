@@ -5,8 +5,10 @@
 //! given (servers share one PostgreSQL and one chunk directory). Each agent
 //! stops after its own jobs and one last poll that must find nothing, so
 //! the work per job is the same however long a run takes. Prints jobs
-//! handed out, duplicates (a job handed out after it finished, to two
-//! machines, or beyond a machine's share), jobs left, elapsed time and jobs
+//! handed out (`again`: of those, a machine's own unfinished job handed
+//! back after its agent's call failed, as after an agent restart),
+//! duplicates (a job handed out after it finished, to two machines, or
+//! beyond a machine's share), jobs left, elapsed time and jobs
 //! per second, counted from the first poll to the moment the last job
 //! finished.
 //!
@@ -123,6 +125,9 @@ struct Tally {
     finished: Mutex<HashSet<String>>,
     duplicates: AtomicUsize,
     handed: AtomicUsize,
+    /// Hand-outs of a machine's own unfinished job again (its agent's
+    /// previous call failed, as after an agent restart): not duplicates.
+    again: AtomicUsize,
     done: AtomicUsize,
     /// When the last job finished.
     last: OnceLock<Instant>,
@@ -180,6 +185,8 @@ fn run_agent(
                 || o.get(&id).is_some_and(|prev| prev != m)
             {
                 tally.duplicates.fetch_add(1, Ordering::Relaxed);
+            } else if o.contains_key(&id) {
+                tally.again.fetch_add(1, Ordering::Relaxed);
             }
             o.insert(id.clone(), m.to_string());
         }
@@ -310,9 +317,10 @@ fn main() {
     let wall = start.elapsed().as_secs_f64();
     let finished = tally.finished.lock().expect("finished").len();
     let mut line = format!(
-        "servers={} machines={machines} jobs={jobs} handed_out={} finished={finished} duplicates={} left={} seconds={secs:.1} jobs_per_s={:.1}",
+        "servers={} machines={machines} jobs={jobs} handed_out={} again={} finished={finished} duplicates={} left={} seconds={secs:.1} jobs_per_s={:.1}",
         urls.len(),
         tally.handed.load(Ordering::Relaxed),
+        tally.again.load(Ordering::Relaxed),
         tally.duplicates.load(Ordering::Relaxed),
         jobs - finished,
         finished as f64 / secs
