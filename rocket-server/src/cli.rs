@@ -311,6 +311,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 public_url: cli.server.public_url,
                 mos_dir: Some(cli.store.data_dir.join("mos")),
                 mos_cmdline: cli.server.mos_cmdline,
+                service_calls: 2 * cli.store.db_pool_size as usize,
                 session_key: Some(crate::ui::SessionKey::load_or_create(
                     &cli.store.data_dir.join("session-key"),
                 )?),

@@ -59,6 +59,10 @@ pub struct Settings {
     pub mos_cmdline: String,
     /// How often the server applies due power cycles; never when absent.
     pub power_every: Option<std::time::Duration>,
+    /// Service calls that run at once on the blocking pool (see
+    /// [`auth::limit_service_calls`]); `baas-server` uses twice its
+    /// database pool.
+    pub service_calls: usize,
     /// The web UI's session-cookie key (`<data-dir>/session-key` for
     /// `baas-server`, see [`ui::SessionKey::load_or_create`]); a fresh
     /// key per process when absent, so sessions end at a restart.
@@ -77,6 +81,7 @@ impl Default for Settings {
             mos_dir: None,
             mos_cmdline: "console=tty0 console=ttyS0,115200n8 panic=10 quiet".into(),
             power_every: Some(std::time::Duration::from_secs(2)),
+            service_calls: auth::DEFAULT_SERVICE_CALLS,
             session_key: None,
         }
     }
@@ -84,6 +89,7 @@ impl Default for Settings {
 
 /// The Rocket application over `baas` with `settings`.
 pub fn build(baas: Baas, settings: Settings) -> Rocket<Build> {
+    auth::limit_service_calls(settings.service_calls);
     let mut shutdown = Shutdown {
         ctrlc: settings.handle_signals,
         grace: 2,

@@ -493,7 +493,7 @@ pub async fn import(
     let _running = metrics.as_ref().map(|m| m.upload_started());
     let (tx, mut source) = Upload::channel();
     let import =
-        caller.run(move |b, a| b.import_chunks(a, image, &mut source, ImportOptions { note }));
+        caller.run_long(move |b, a| b.import_chunks(a, image, &mut source, ImportOptions { note }));
     let (version, ()) = rocket::tokio::join!(import, upload.pump(tx));
     version
 }
