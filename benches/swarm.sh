@@ -17,8 +17,10 @@
 #   SERVERS="1 2 3"  server counts to run;  REPS=1  repetitions of each
 #   ROCKET_WORKERS   async worker threads per server, ROCKET_MAX_BLOCKING
 #                    its blocking-pool threads (Rocket's own settings; when
-#                    capped, default 1 and 16 as befits a quarter of a core,
-#                    else Rocket's defaults: one per core and 512)
+#                    capped, ROCKET_WORKERS defaults to 1 as befits a quarter
+#                    of a core; otherwise Rocket's defaults, one per core and
+#                    512: the server admits at most twice --db-pool-size
+#                    service calls at once whatever the pool)
 # Capping needs root and the cgroup v1 cpu and cpuacct hierarchies under
 # /sys/fs/cgroup; the script says so and stops if it cannot make them.
 # Needs PostgreSQL at BAAS_TEST_POSTGRES_URL (.ci/postgres-up starts it).
@@ -63,9 +65,9 @@ if [ "$cpu" != none ]; then
     echo "  (needs root and cgroup v1 cpu/cpuacct hierarchies); run with SERVER_CPU=none for uncapped servers" >&2
     exit 1
   fi
-  export ROCKET_WORKERS="${ROCKET_WORKERS:-1}" ROCKET_MAX_BLOCKING="${ROCKET_MAX_BLOCKING:-16}"
+  export ROCKET_WORKERS="${ROCKET_WORKERS:-1}"
   echo "servers capped at $cpu cores each (cfs_quota_us=$quota per 100000 us);" \
-    "ROCKET_WORKERS=$ROCKET_WORKERS ROCKET_MAX_BLOCKING=$ROCKET_MAX_BLOCKING"
+    "ROCKET_WORKERS=$ROCKET_WORKERS ROCKET_MAX_BLOCKING=${ROCKET_MAX_BLOCKING:-default}"
 else
   mkgroup "$acct_root" "$tag-probe" || accounting=no
   echo "servers uncapped (SERVER_CPU=none); ROCKET_WORKERS=${ROCKET_WORKERS:-default}" \
