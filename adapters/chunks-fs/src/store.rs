@@ -485,6 +485,19 @@ impl FsChunkStore {
     }
 }
 
+/// A chunk file's bytes as a frame, or the error that says why not.
+fn read_result(hash: &ChunkHash, read: io::Result<Vec<u8>>) -> Result<Vec<u8>> {
+    match read {
+        Ok(frame) if frame.is_empty() => Err(Error::internal(format!(
+            "chunk {hash} is corrupted: its file is empty"
+        ))),
+        Ok(frame) => Ok(frame),
+        Err(e) if e.kind() == IoKind::NotFound => Err(Error::not_found(format!("chunk {hash}"))),
+        Err(e) if transient(&e) => Err(io_unavailable(format!("reading chunk {hash} failed"), e)),
+        Err(e) => Err(Error::internal(format!("reading chunk {hash} failed")).with_source(e)),
+    }
+}
+
 impl ChunkStore for FsChunkStore {
     fn put(&self, hash: &ChunkHash, frame: &[u8]) -> Result<Put> {
         if self.touch(hash)? {
@@ -542,19 +555,36 @@ impl ChunkStore for FsChunkStore {
     }
 
     fn get(&self, hash: &ChunkHash) -> Result<Vec<u8>> {
-        match fs::read(self.layout.chunk_path(hash)) {
-            Ok(frame) if frame.is_empty() => Err(Error::internal(format!(
-                "chunk {hash} is corrupted: its file is empty"
-            ))),
-            Ok(frame) => Ok(frame),
-            Err(e) if e.kind() == IoKind::NotFound => {
-                Err(Error::not_found(format!("chunk {hash}")))
-            }
-            Err(e) if transient(&e) => {
-                Err(io_unavailable(format!("reading chunk {hash} failed"), e))
-            }
-            Err(e) => Err(Error::internal(format!("reading chunk {hash} failed")).with_source(e)),
-        }
+        read_result(hash, fs::read(self.layout.chunk_path(hash)))
+    }
+
+    /// Opens every file first and asks the kernel to read each ahead
+    /// (`POSIX_FADV_WILLNEED` starts the read without waiting), then reads
+    /// them in order: on a cold disk the reads are in flight together
+    /// instead of one after another.
+    fn get_many(&self, hashes: &[ChunkHash]) -> Vec<Result<Vec<u8>>> {
+        let opened: Vec<io::Result<File>> = hashes
+            .iter()
+            .map(|h| {
+                let file = File::open(self.layout.chunk_path(h))?;
+                // Only a hint: a failure changes nothing but speed.
+                let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
+                Ok(file)
+            })
+            .collect();
+        hashes
+            .iter()
+            .zip(opened)
+            .map(|(hash, file)| {
+                let read = file.and_then(|mut f| {
+                    let mut frame = Vec::with_capacity(
+                        f.metadata().map_or(0, |m| m.len() as usize).min(1 << 20) + 1,
+                    );
+                    f.read_to_end(&mut frame).map(|_| frame)
+                });
+                read_result(hash, read)
+            })
+            .collect()
     }
 
     fn sync(&self) -> Result<()> {

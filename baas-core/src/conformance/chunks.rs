@@ -37,6 +37,32 @@ pub fn put_get_round_trip(s: &ChunkSubject) {
     s.store.sync().expect("sync");
 }
 
+/// `get_many` answers like `get` for each hash, in order: missing ones
+/// `NotFound`, repeated ones each time.
+pub fn get_many_answers_like_get_in_order(s: &ChunkSubject) {
+    let stored: Vec<_> = (0..20u8)
+        .map(|i| chunk(40 + i, 1000 + 3000 * usize::from(i)))
+        .collect();
+    for (h, f) in &stored {
+        s.store.put(h, f).expect("put");
+    }
+    s.store.sync().expect("sync");
+    let (absent, _) = chunk(99, 10);
+    let mut ask: Vec<ChunkHash> = stored.iter().rev().map(|(h, _)| *h).collect();
+    ask.insert(3, absent);
+    ask.push(stored[0].0);
+    let got = s.store.get_many(&ask);
+    assert_eq!(got.len(), ask.len());
+    for (h, r) in ask.iter().zip(got) {
+        if *h == absent {
+            assert_eq!(r.expect_err("missing").kind(), ErrorKind::NotFound);
+        } else {
+            assert_eq!(r.expect("present"), s.store.get(h).expect("get"));
+        }
+    }
+    assert!(s.store.get_many(&[]).is_empty());
+}
+
 /// A second put of the same chunk stores nothing.
 pub fn put_is_idempotent(s: &ChunkSubject) {
     let (h, f) = chunk(5, 10_000);

@@ -178,7 +178,7 @@ macro_rules! chunk_store_conformance {
             put_get_round_trip, put_is_idempotent, missing_chunk_is_not_found, touch_and_contains,
             sweep_keeps_referenced_and_recent, touched_chunks_survive_sweep, usage_counts_frames,
             concurrent_puts_of_one_chunk, sync_makes_puts_visible, rewrite_replaces_present_frames,
-            scan_headers_sees_every_chunk);
+            scan_headers_sees_every_chunk, get_many_answers_like_get_in_order);
     };
 }
 

@@ -69,6 +69,13 @@ pub trait ChunkStore: Send + Sync + std::fmt::Debug {
     /// The frame stored under `hash`.
     fn get(&self, hash: &ChunkHash) -> Result<Vec<u8>>;
 
+    /// The frames of `hashes`, in order: [`ChunkStore::get`] of each. A
+    /// store may start every read before waiting for the first (a cold
+    /// disk then serves them in parallel rather than one after another).
+    fn get_many(&self, hashes: &[ChunkHash]) -> Vec<Result<Vec<u8>>> {
+        hashes.iter().map(|h| self.get(h)).collect()
+    }
+
     /// Makes every `put` that returned before this call durable and
     /// visible (directory entries included).
     fn sync(&self) -> Result<()>;

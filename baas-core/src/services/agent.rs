@@ -112,13 +112,18 @@ impl Baas {
                 )));
             }
         }
-        let get = |h: &ChunkHash| {
-            self.chunks.get(h).map_err(|e| match e.kind() {
-                crate::ErrorKind::NotFound => Error::internal(format!(
-                    "chunk {h} of a committed version is missing from the store"
-                )),
-                _ => e,
-            })
+        let missing = |h: &ChunkHash, e: Error| match e.kind() {
+            crate::ErrorKind::NotFound => Error::internal(format!(
+                "chunk {h} of a committed version is missing from the store"
+            )),
+            _ => e,
+        };
+        // Each reader asks the store for its share at once (`get_many`).
+        let get = |part: &[ChunkHash]| -> Result<Vec<Vec<u8>>> {
+            part.iter()
+                .zip(self.chunks.get_many(part))
+                .map(|(h, r)| r.map_err(|e| missing(h, e)))
+                .collect()
         };
         // Read on a few threads: one read at a time leaves a cold store's
         // disk waiting on each small file in turn.
@@ -127,12 +132,12 @@ impl Baas {
             .div_ceil(CHUNK_READERS)
             .max(CHUNK_READERS_MIN_SHARE);
         if hashes.len() <= per {
-            return hashes.iter().map(get).collect();
+            return get(hashes);
         }
         std::thread::scope(|s| {
             let parts: Vec<_> = hashes
                 .chunks(per)
-                .map(|part| s.spawn(move || part.iter().map(get).collect::<Result<Vec<_>>>()))
+                .map(|part| s.spawn(move || get(part)))
                 .collect();
             let mut frames = Vec::with_capacity(hashes.len());
             for part in parts {
