@@ -2,6 +2,7 @@
 //! with ranges) that fetches, decodes and verifies each chunk, and produces
 //! holes as zeros without touching the store.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
@@ -24,7 +25,17 @@ pub struct VersionReader {
     current: Option<(usize, Vec<u8>)>,
     /// Keeps the dictionaries compacted frames need.
     decoder: FrameDecoder,
+    /// Stored frames of the next data chunks, read ahead while the reader
+    /// moves forward chunk by chunk (by index, in order).
+    ahead: VecDeque<(usize, Result<Vec<u8>>)>,
 }
+
+/// Data chunks read ahead at once when reading forward: one
+/// [`ChunkStore::get_many`] for the next this many, so a cold store's disk
+/// serves them together. At most about 2 MiB of frames.
+const READ_AHEAD: usize = 32;
+/// How far past a hole the read-ahead looks for data chunks.
+const READ_AHEAD_SPAN: usize = 1024;
 
 impl VersionReader {
     /// The version being read.
@@ -53,7 +64,12 @@ impl VersionReader {
         }
         let data = match self.manifest.chunk(index) {
             None => Vec::new(),
-            Some(hash) => fetch(&*self.chunks, &self.decoder, &hash).map_err(io::Error::other)?,
+            Some(hash) => {
+                let frame = self.frame(index, &hash);
+                frame
+                    .and_then(|f| decode(&*self.chunks, &self.decoder, &hash, &f))
+                    .map_err(io::Error::other)?
+            }
         };
         if !data.is_empty() && data.len() != self.manifest.chunk_len(index) {
             return Err(io::Error::other(crate::Error::internal(format!(
@@ -63,6 +79,44 @@ impl VersionReader {
         }
         self.current = Some((index, data));
         Ok(())
+    }
+}
+
+impl VersionReader {
+    /// The stored frame of data chunk `index` (hash `hash`): read ahead
+    /// with the next data chunks when the reader moves forward from the
+    /// chunk before, else alone (a range request far away).
+    fn frame(&mut self, index: usize, hash: &ChunkHash) -> Result<Vec<u8>> {
+        while self.ahead.front().is_some_and(|(i, _)| *i < index) {
+            self.ahead.pop_front();
+        }
+        if let Some((_, frame)) = self.ahead.pop_front().filter(|(i, _)| *i == index) {
+            return frame.map_err(missing(format!("chunk {hash}")));
+        }
+        self.ahead.clear();
+        let forward =
+            matches!(&self.current, Some((i, _)) if *i < index && index <= *i + READ_AHEAD_SPAN);
+        if !forward {
+            return self
+                .chunks
+                .get(hash)
+                .map_err(missing(format!("chunk {hash}")));
+        }
+        let end = (index + READ_AHEAD_SPAN).min(self.manifest.len());
+        let wanted: Vec<(usize, ChunkHash)> = (index..end)
+            .filter_map(|i| self.manifest.chunk(i).map(|h| (i, h)))
+            .take(READ_AHEAD)
+            .collect();
+        let hashes: Vec<ChunkHash> = wanted.iter().map(|(_, h)| *h).collect();
+        let frames = self.chunks.get_many(&hashes);
+        self.ahead = wanted.into_iter().map(|(i, _)| i).zip(frames).collect();
+        match self.ahead.pop_front() {
+            Some((_, frame)) => frame.map_err(missing(format!("chunk {hash}"))),
+            None => self
+                .chunks
+                .get(hash)
+                .map_err(missing(format!("chunk {hash}"))),
+        }
     }
 }
 
@@ -76,9 +130,13 @@ fn missing(what: String) -> impl Fn(crate::Error) -> crate::Error {
     }
 }
 
-fn fetch(store: &dyn ChunkStore, decoder: &FrameDecoder, hash: &ChunkHash) -> Result<Vec<u8>> {
-    let frame = store.get(hash).map_err(missing(format!("chunk {hash}")))?;
-    decoder.decode(&frame, hash, |d| {
+fn decode(
+    store: &dyn ChunkStore,
+    decoder: &FrameDecoder,
+    hash: &ChunkHash,
+    frame: &[u8],
+) -> Result<Vec<u8>> {
+    decoder.decode(frame, hash, |d| {
         store
             .get(d)
             .map_err(missing(format!("dictionary {d} of chunk {hash}")))
@@ -143,6 +201,7 @@ impl Baas {
             pos: 0,
             current: None,
             decoder: FrameDecoder::new(),
+            ahead: VecDeque::new(),
         })
     }
 
