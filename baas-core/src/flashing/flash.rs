@@ -139,8 +139,9 @@ fn classify(manifest: &Manifest, index: usize, bytes: &[u8], deltas: Option<&Del
             };
             if have == want {
                 Local::Same
-            } else if !blank && deltas.is_some_and(|g| g.asking(index)) {
-                // Zeros give a delta nothing to reuse: the frame is smaller.
+            } else if deltas.is_some_and(|g| g.asking(index)) {
+                // All-zero content costs no block hashes, and a delta
+                // against it carries only the chunk's non-zero blocks.
                 Local::Patch(BlockHashes::of(bytes))
             } else {
                 Local::Fetch

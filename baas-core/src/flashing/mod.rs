@@ -97,8 +97,9 @@ pub struct FlashOptions {
     /// last report of each phase always go out).
     pub progress_interval: Duration,
     /// Ask for a differing chunk as a delta against the disk's bytes at its
-    /// place when they are not all zero ([`AgentLink::chunk_deltas`],
-    /// `crate::delta`), instead of always fetching its whole frame.
+    /// place (all zeros included: then only its non-zero blocks travel;
+    /// [`AgentLink::chunk_deltas`], `crate::delta`), instead of always
+    /// fetching its whole frame.
     pub deltas: bool,
 }
 
