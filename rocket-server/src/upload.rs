@@ -63,21 +63,7 @@ enum Piece {
     /// be short.
     Data(Vec<Vec<u8>>),
     End,
-    Fail(io::Error),
-}
-
-fn wrap(e: Error) -> io::Error {
-    io::Error::other(e)
-}
-
-fn unwrap_io(e: io::Error) -> Error {
-    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        if let Some(Ok(err)) = e.into_inner().map(|inner| inner.downcast::<Error>()) {
-            return *err;
-        }
-        return Error::internal("reading the upload failed");
-    }
-    Error::invalid("body", format!("reading the upload failed: {e}")).with_source(e)
+    Fail(Error),
 }
 
 /// The importing side: the channel as the core's [`ChunkSource`], read on a
@@ -109,7 +95,7 @@ impl ChunkSource for PieceSource {
             match self.rx.blocking_recv() {
                 Some(Piece::Data(group)) => self.group = group.into_iter(),
                 Some(Piece::End) => self.done = true,
-                Some(Piece::Fail(e)) => return Err(unwrap_io(e)),
+                Some(Piece::Fail(e)) => return Err(e),
                 None => {
                     return Err(Error::invalid(
                         "body",
@@ -428,7 +414,7 @@ impl Upload<'_> {
             }
         };
         if let Err(e) = outcome {
-            let _ = tx.send(Piece::Fail(wrap(e))).await;
+            let _ = tx.send(Piece::Fail(e)).await;
         }
         drop(tx);
         if !broken {
