@@ -512,7 +512,13 @@ fn chunk_files(dir: &Path) -> BTreeSet<String> {
             continue;
         }
         for f in std::fs::read_dir(fan.path()).expect("fan-out").flatten() {
-            out.insert(f.file_name().to_string_lossy().into_owned());
+            let name = f.file_name().to_string_lossy().into_owned();
+            // The temp file of a put the kill interrupted: never read as a
+            // chunk, deleted by a sweep once it is stale (a minute).
+            if name.starts_with("put-") && name.ends_with(".tmp") {
+                continue;
+            }
+            out.insert(name);
         }
     }
     out

@@ -47,10 +47,17 @@ fn fingerprint(app: &TestApp) -> String {
     }
     let mut files: Vec<String> = walk(app.dir.path())
         .into_iter()
-        // Staged chunk files of an aborted upload may sit in chunks/tmp
-        // until a sweep deletes them (see FsChunkStore::with_stale_age):
-        // they are invisible, and not state.
-        .filter(|p| !p.contains("sqlite") && !p.contains(".db") && !p.contains("/chunks/tmp/"))
+        // Temp files of an aborted upload's chunks (`put-*.tmp` in the
+        // fan-out directories) may sit there until a sweep deletes them
+        // (see FsChunkStore::with_stale_age): they are invisible, and not
+        // state.
+        .filter(|p| {
+            let name = p.rsplit('/').next().unwrap_or_default();
+            !p.contains("sqlite")
+                && !p.contains(".db")
+                && !p.contains("/chunks/tmp/")
+                && (!name.starts_with("put-") || !name.ends_with(".tmp"))
+        })
         .collect();
     files.sort();
     out.push_str(&files.join("\n"));

@@ -1,5 +1,6 @@
-//! Names and paths of the on-disk layout: fan-out directories, chunk files
-//! and the temp names in `tmp/`.
+//! Names and paths of the on-disk layout: fan-out directories, chunk files,
+//! the temp files of `put`s (in the fan-out directory they are renamed
+//! within) and the chunks a sweep took out (in `tmp/`).
 
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
@@ -7,10 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use baas_core::content::ChunkHash;
 
-/// The directory of temp files and chunks taken out by a sweep.
+/// The directory of chunks taken out by a sweep (and, before the temp
+/// files moved into the fan-out directories, of `put`s' temp files).
 pub(crate) const TMP_DIR: &str = "tmp";
 /// Prefix of a temp file being written by `put`.
 pub(crate) const PUT_PREFIX: &str = "put-";
+/// Suffix of a temp file being written by `put`.
+pub(crate) const PUT_SUFFIX: &str = ".tmp";
 /// Prefix of a chunk a sweep has taken out of place: `gc-<hash>-<unique>`.
 pub(crate) const GC_PREFIX: &str = "gc-";
 
@@ -55,6 +59,12 @@ pub(crate) fn parse_chunk_name(name: &str) -> Option<ChunkHash> {
         *o = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(ChunkHash(out))
+}
+
+/// Whether `name` is that of a `put`'s temp file: `put-<unique>.tmp`.
+/// Never a chunk name (those are 64 hex digits).
+pub(crate) fn is_put_temp_name(name: &str) -> bool {
+    name.starts_with(PUT_PREFIX) && name.ends_with(PUT_SUFFIX)
 }
 
 /// The hash named by a `gc-<hash>-<unique>` file in `tmp/`.
@@ -120,11 +130,15 @@ impl Layout {
         format!("{}-{}", self.tag, self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// A fresh temp path for a `put` (created with `create_new`, so a clash
-    /// is an error, never an overwrite).
-    pub(crate) fn put_temp_path(&self) -> PathBuf {
-        self.tmp
-            .join(format!("{PUT_PREFIX}{}.tmp", self.next_unique()))
+    /// A fresh temp path for a `put` of a chunk whose hash starts with
+    /// `byte` (created with `create_new`, so a clash is an error, never an
+    /// overwrite). It lies in the chunk's own fan-out directory: the rename
+    /// into place then stays within one directory (no filesystem-wide
+    /// rename lock), and concurrent `put`s create their files in 256
+    /// directories instead of contending for one.
+    pub(crate) fn put_temp_path(&self, byte: u8) -> PathBuf {
+        self.fanout_dir(byte)
+            .join(format!("{PUT_PREFIX}{}{PUT_SUFFIX}", self.next_unique()))
     }
 
     /// A fresh path for a chunk a sweep takes out of place.
@@ -161,8 +175,13 @@ mod tests {
     fn temp_names_are_unique_and_gc_names_parse() {
         let layout = Layout::new(PathBuf::from("/nowhere"));
         let other = Layout::new(PathBuf::from("/nowhere"));
-        assert_ne!(layout.put_temp_path(), layout.put_temp_path());
-        assert_ne!(layout.put_temp_path(), other.put_temp_path());
+        assert_ne!(layout.put_temp_path(7), layout.put_temp_path(7));
+        assert_ne!(layout.put_temp_path(7), other.put_temp_path(7));
+        let temp = layout.put_temp_path(0xab);
+        assert_eq!(temp.parent(), Some(layout.fanout_dir(0xab).as_path()));
+        let name = temp.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(is_put_temp_name(name), "{name}");
+        assert_eq!(parse_chunk_name(name), None);
         let h = ChunkHash::of(b"x");
         let gc = layout.gc_path(&h);
         let name = gc.file_name().and_then(|n| n.to_str()).unwrap_or_default();

@@ -3,9 +3,14 @@
 //! [`FsChunkStore`] keeps one file per chunk frame:
 //!
 //! ```text
-//! <dir>/tmp/                      temp files of puts in progress, chunks a sweep took out
+//! <dir>/tmp/                      chunks a sweep took out (gc-<hash>-<unique>)
 //! <dir>/<hh>/<64 hex digits>      a chunk frame; <hh> is the first byte of its hash
+//! <dir>/<hh>/put-<unique>.tmp     a put in progress (or left by a crash) of a chunk in <hh>
 //! ```
+//!
+//! A put's temp file lies in its chunk's own fan-out directory, so the
+//! rename into place stays within one directory and concurrent puts create
+//! their files in 256 directories rather than in one.
 //!
 //! The 256 fan-out directories are created lazily. A chunk file's mtime is
 //! its timestamp (see `baas_core::ports::ChunkStore`).

@@ -142,7 +142,7 @@ impl FsChunkStore {
     }
 
     /// Sets how long (by the system clock, whatever the store's clock) a
-    /// file must have sat unchanged in `tmp/` before a sweep treats it as
+    /// temp file must have sat unchanged before a sweep treats it as
     /// abandoned by a crash: a temp file of a `put` is deleted (if also
     /// older than the sweep's cutoff), a chunk a sweep took out is put back.
     /// A live `put` or sweep holds such a file for milliseconds; the default
@@ -263,11 +263,7 @@ impl FsChunkStore {
         let to = self.layout.chunk_path(hash);
         match fs::rename(from, &to) {
             Err(e) if e.kind() == IoKind::NotFound && from.exists() => {
-                match fs::create_dir(self.layout.fanout_dir(hash.0[0])) {
-                    Ok(()) => self.root_dirty.store(true, Ordering::Release),
-                    Err(e) if e.kind() == IoKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
-                }
+                self.create_fanout_dir(hash.0[0])?;
                 fs::rename(from, &to)?;
             }
             r => r?,
@@ -276,16 +272,32 @@ impl FsChunkStore {
         Ok(())
     }
 
+    /// Creates the fan-out directory of `byte` unless it exists; a new one
+    /// marks the root for the next `sync`.
+    fn create_fanout_dir(&self, byte: u8) -> io::Result<()> {
+        match fs::create_dir(self.layout.fanout_dir(byte)) {
+            Ok(()) => {
+                self.root_dirty.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(e) if e.kind() == IoKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes `frame` to a new temp file, stamped (not yet fsynced: `sync`
     /// does that for every staged chunk at once); returns its path. On
     /// failure nothing is left behind.
-    fn write_temp(&self, frame: &[u8]) -> io::Result<PathBuf> {
+    fn write_temp(&self, hash: &ChunkHash, frame: &[u8]) -> io::Result<PathBuf> {
+        let byte = hash.0[0];
         let (path, mut file) = loop {
-            let path = self.layout.put_temp_path();
+            let path = self.layout.put_temp_path(byte);
             match File::options().write(true).create_new(true).open(&path) {
                 Ok(f) => break (path, f),
                 // Only possible if another process picked the same tag.
                 Err(e) if e.kind() == IoKind::AlreadyExists => continue,
+                // The chunk's fan-out directory does not exist yet.
+                Err(e) if e.kind() == IoKind::NotFound => self.create_fanout_dir(byte)?,
                 Err(e) => return Err(e),
             }
         };
@@ -361,7 +373,19 @@ impl FsChunkStore {
         &self,
         byte: u8,
         dir: &Path,
+        f: impl FnMut(ChunkHash, PathBuf) -> Result<()>,
+    ) -> Result<()> {
+        self.walk_fanout_dir(byte, dir, f, |_| Ok(()))
+    }
+
+    /// Like [`FsChunkStore::for_each_chunk`], and calls `temp` on every
+    /// temp file of a `put` in the directory (live or left by a crash).
+    pub(crate) fn walk_fanout_dir(
+        &self,
+        byte: u8,
+        dir: &Path,
         mut f: impl FnMut(ChunkHash, PathBuf) -> Result<()>,
+        mut temp: impl FnMut(PathBuf) -> Result<()>,
     ) -> Result<()> {
         let failed = |e| {
             io_unavailable(
@@ -378,7 +402,11 @@ impl FsChunkStore {
             let entry = entry.map_err(failed)?;
             let name = entry.file_name();
             let Some(hash) = name.to_str().and_then(layout::parse_chunk_name) else {
-                tracing::debug!(file = ?entry.path(), "skipping a file that is not a chunk");
+                if name.to_str().is_some_and(layout::is_put_temp_name) {
+                    temp(entry.path())?;
+                } else {
+                    tracing::debug!(file = ?entry.path(), "skipping a file that is not a chunk");
+                }
                 continue;
             };
             if hash.0[0] != byte {
@@ -504,7 +532,7 @@ impl ChunkStore for FsChunkStore {
             return Ok(Put::Existing);
         }
         let failed = |e| io_unavailable(format!("storing chunk {hash} failed"), e);
-        let temp = self.write_temp(frame).map_err(failed)?;
+        let temp = self.write_temp(hash, frame).map_err(failed)?;
         self.staged
             .lock()
             .map_err(|_| Error::internal("chunk store lock poisoned"))?
@@ -517,7 +545,7 @@ impl ChunkStore for FsChunkStore {
             return Ok(false);
         }
         let failed = |e| io_unavailable(format!("rewriting chunk {hash} failed"), e);
-        let temp = self.write_temp(frame).map_err(failed)?;
+        let temp = self.write_temp(hash, frame).map_err(failed)?;
         let durable = File::open(&temp).and_then(|f| f.sync_all());
         if let Err(e) = durable.and_then(|()| self.install(&temp, hash)) {
             let _ = fs::remove_file(&temp);
@@ -599,7 +627,7 @@ impl ChunkStore for FsChunkStore {
                 .map_err(|_| Error::internal("chunk store lock poisoned"))?,
         );
         if let Err(e) = self.install_staged(&staged) {
-            // Keep what is still in tmp/ for the next sync.
+            // Keep the temp files still there for the next sync.
             let left: Vec<_> = staged.into_iter().filter(|(p, _)| p.exists()).collect();
             if let Ok(mut s) = self.staged.lock() {
                 s.extend(left);

@@ -1,9 +1,10 @@
 //! The sweep: removes old unreferenced chunks without racing `touch`, and
-//! cleans up what crashed `put`s and sweeps left in `tmp/`.
+//! cleans up what crashed `put`s left in the fan-out directories and
+//! crashed sweeps left in `tmp/`.
 
 use std::fs;
 use std::io::ErrorKind as IoKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use baas_core::content::ChunkHash;
@@ -36,15 +37,27 @@ pub(crate) fn sweep(
     // First what crashes left behind, so that a chunk put back is then
     // judged like any other.
     store.restore_taken_out(Some(abandoned_before))?;
-    clean_temp_files(store, cutoff, abandoned_before)?;
+    let abandoned = Abandoned {
+        cutoff,
+        before: time::to_timestamp(abandoned_before),
+    };
+    let mut temps_removed = clean_old_tmp_dir(store, &abandoned)?;
 
-    let per_dir = store.on_fanout_dirs(&|byte, dir| sweep_dir(store, keep, cutoff, byte, dir))?;
+    let per_dir =
+        store.on_fanout_dirs(&|byte, dir| sweep_dir(store, keep, &abandoned, byte, dir))?;
     let mut total = SweepStats::default();
-    for s in per_dir {
+    for (s, temps) in per_dir {
         total.scanned += s.scanned;
         total.removed += s.removed;
         total.freed_bytes += s.freed_bytes;
         total.kept_recent += s.kept_recent;
+        temps_removed += temps;
+    }
+    if temps_removed > 0 {
+        tracing::info!(
+            removed = temps_removed,
+            "removed temp files of interrupted chunk writes"
+        );
     }
     if total.removed > 0 {
         fsync_dir(store.layout.tmp()).map_err(|e| {
@@ -57,44 +70,92 @@ pub(crate) fn sweep(
     Ok(total)
 }
 
+/// When a temp file of a `put` counts as abandoned by a crash.
+struct Abandoned {
+    /// Older than the sweep's cutoff by its timestamp (the store's clock)...
+    cutoff: Timestamp,
+    /// ...and unchanged since this time by the filesystem's clock.
+    before: Timestamp,
+}
+
+impl Abandoned {
+    /// Deletes `path` if it is a temp file abandoned by a crash; whether it
+    /// did.
+    fn remove(&self, path: &Path) -> std::io::Result<bool> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == IoKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if !meta.is_file() || time::mtime(&meta) >= self.cutoff || time::ctime(&meta) > self.before
+        {
+            return Ok(false);
+        }
+        match fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == IoKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Sweeps one fan-out directory; its stats and how many abandoned temp
+/// files it deleted.
 fn sweep_dir(
     store: &FsChunkStore,
     keep: &(dyn Fn(&ChunkHash) -> bool + Sync),
-    cutoff: Timestamp,
+    abandoned: &Abandoned,
     byte: u8,
     dir: &Path,
-) -> Result<SweepStats> {
+) -> Result<(SweepStats, u64)> {
+    let cutoff = abandoned.cutoff;
     let mut stats = SweepStats::default();
     let mut changed = false;
-    let walked = store.for_each_chunk(byte, dir, |hash, path| {
-        stats.scanned += 1;
-        if keep(&hash) {
-            return Ok(());
+    let mut temps = 0;
+    let on_temp = |path: PathBuf| match abandoned.remove(&path) {
+        Ok(removed) => {
+            temps += u64::from(removed);
+            Ok(())
         }
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => m,
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == IoKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_unavailable(format!("inspecting chunk {hash} failed"), e)),
-        };
-        if time::mtime(&meta) >= cutoff {
-            stats.kept_recent += 1;
-            return Ok(());
-        }
-        match remove(store, &hash, &path, cutoff)? {
-            Fate::Removed(len) => {
-                stats.removed += 1;
-                stats.freed_bytes += len;
-                changed = true;
+        Err(e) => Err(io_unavailable(
+            format!("removing the stale temp file {} failed", path.display()),
+            e,
+        )),
+    };
+    let walked = store.walk_fanout_dir(
+        byte,
+        dir,
+        |hash, path| {
+            stats.scanned += 1;
+            if keep(&hash) {
+                return Ok(());
             }
-            Fate::PutBack => {
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => m,
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == IoKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_unavailable(format!("inspecting chunk {hash} failed"), e)),
+            };
+            if time::mtime(&meta) >= cutoff {
                 stats.kept_recent += 1;
-                changed = true;
+                return Ok(());
             }
-            Fate::Elsewhere => {}
-        }
-        Ok(())
-    });
+            match remove(store, &hash, &path, cutoff)? {
+                Fate::Removed(len) => {
+                    stats.removed += 1;
+                    stats.freed_bytes += len;
+                    changed = true;
+                }
+                Fate::PutBack => {
+                    stats.kept_recent += 1;
+                    changed = true;
+                }
+                Fate::Elsewhere => {}
+            }
+            Ok(())
+        },
+        on_temp,
+    );
     // Make what was done durable even if the walk stopped on an error.
     if changed {
         fsync_dir(dir).map_err(|e| {
@@ -105,7 +166,7 @@ fn sweep_dir(
         })?;
     }
     walked?;
-    Ok(stats)
+    Ok((stats, temps))
 }
 
 /// Removes one old, unreferenced chunk unless a concurrent `touch` saves
@@ -160,20 +221,16 @@ fn remove(store: &FsChunkStore, hash: &ChunkHash, path: &Path, cutoff: Timestamp
     }
 }
 
-/// Deletes temp files of `put`s that died: older than the cutoff by their
-/// timestamp, and unchanged since `abandoned_before` by the filesystem's.
-fn clean_temp_files(
-    store: &FsChunkStore,
-    cutoff: Timestamp,
-    abandoned_before: SystemTime,
-) -> Result<u64> {
+/// Deletes temp files of `put`s that died in `tmp/`, where versions before
+/// the temp files moved into the fan-out directories wrote them. Chunks a
+/// sweep took out (`gc-*`) are left to `restore_taken_out`.
+fn clean_old_tmp_dir(store: &FsChunkStore, abandoned: &Abandoned) -> Result<u64> {
     let failed = |e| {
         io_unavailable(
             "cleaning the chunk store's tmp directory failed".to_string(),
             e,
         )
     };
-    let abandoned_before = time::to_timestamp(abandoned_before);
     let mut removed = 0;
     for entry in fs::read_dir(store.layout.tmp()).map_err(failed)? {
         let entry = entry.map_err(failed)?;
@@ -184,23 +241,7 @@ fn clean_temp_files(
         {
             continue;
         }
-        let meta = match entry.metadata() {
-            Ok(m) => m,
-            Err(e) if e.kind() == IoKind::NotFound => continue,
-            Err(e) => return Err(failed(e)),
-        };
-        if !meta.is_file() || time::mtime(&meta) >= cutoff || time::ctime(&meta) > abandoned_before
-        {
-            continue;
-        }
-        match fs::remove_file(entry.path()) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == IoKind::NotFound => {}
-            Err(e) => return Err(failed(e)),
-        }
-    }
-    if removed > 0 {
-        tracing::info!(removed, "removed temp files of interrupted chunk writes");
+        removed += u64::from(abandoned.remove(&entry.path()).map_err(failed)?);
     }
     Ok(removed)
 }

@@ -63,11 +63,31 @@ fn an_hour_ago() -> SystemTime {
     SystemTime::now() - Duration::from_secs(3600)
 }
 
+/// What is left in `tmp/`, and the temp files of `put`s (`put-*.tmp`) in
+/// the fan-out directories.
 fn tmp_entries(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir.join("tmp"))
+    let mut left: Vec<String> = fs::read_dir(dir.join("tmp"))
         .expect("tmp")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect()
+        .collect();
+    for entry in fs::read_dir(dir).expect("store") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.len() != 2 || !entry.file_type().expect("type").is_dir() {
+            continue;
+        }
+        for inner in fs::read_dir(entry.path()).expect("fan-out") {
+            let inner = inner
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if inner.starts_with("put-") {
+                left.push(format!("{name}/{inner}"));
+            }
+        }
+    }
+    left
 }
 
 #[test]
@@ -317,15 +337,22 @@ fn leftovers_of_a_crashed_put_are_ignored_then_cleaned() {
     let (h, f) = chunk(4, 3000);
     store.put(&h, &f).expect("put");
     store.sync().expect("sync");
-    let half = dir.path().join("tmp/put-4242-00000000deadbeef-7.tmp");
-    fs::write(&half, &f[..100]).expect("write");
-    set_mtime(&half, an_hour_ago());
-    // Strangers in a fan-out directory and at the top are ignored, never
-    // deleted.
+    // A put's temp file lives in the chunk's fan-out directory; older
+    // versions wrote it to tmp/.
     let fanout = chunk_path(dir.path(), &h)
         .parent()
         .expect("fan-out")
         .to_path_buf();
+    let halves = [
+        fanout.join("put-4242-00000000deadbeef-7.tmp"),
+        dir.path().join("tmp/put-4242-00000000deadbeef-8.tmp"),
+    ];
+    for half in &halves {
+        fs::write(half, &f[..100]).expect("write");
+        set_mtime(half, an_hour_ago());
+    }
+    // Strangers in a fan-out directory and at the top are ignored, never
+    // deleted.
     let strangers = [
         fanout.join("notes.txt"),
         fanout.join(h.to_hex().to_uppercase()),
@@ -352,7 +379,9 @@ fn leftovers_of_a_crashed_put_are_ignored_then_cleaned() {
             ..SweepStats::default()
         }
     );
-    assert!(!half.exists(), "the stale temp file is cleaned");
+    for half in &halves {
+        assert!(!half.exists(), "the stale temp file {half:?} is cleaned");
+    }
     for p in &strangers {
         assert!(p.exists(), "{p:?} was deleted");
     }
@@ -365,11 +394,25 @@ fn a_recent_temp_file_survives_a_sweep() {
     // Default stale age: a temp file changed a moment ago may belong to a
     // put in progress in another process, whatever its mtime says.
     let store = FsChunkStore::open(dir.path()).expect("open");
-    let live = dir.path().join("tmp/put-1-1-1.tmp");
-    fs::write(&live, b"in progress").expect("write");
-    set_mtime(&live, an_hour_ago());
-    store.sweep(&|_| false, now_ms()).expect("sweep");
-    assert!(live.exists());
+    let (h, f) = chunk(7, 3000);
+    store.put(&h, &f).expect("put");
+    store.sync().expect("sync");
+    let fanout = chunk_path(dir.path(), &h)
+        .parent()
+        .expect("fan-out")
+        .to_path_buf();
+    let live = [
+        fanout.join("put-1-1-1.tmp"),
+        dir.path().join("tmp/put-1-1-2.tmp"),
+    ];
+    for p in &live {
+        fs::write(p, b"in progress").expect("write");
+        set_mtime(p, an_hour_ago());
+    }
+    store.sweep(&|_| true, now_ms()).expect("sweep");
+    for p in &live {
+        assert!(p.exists(), "{p:?}");
+    }
 }
 
 #[test]
