@@ -721,10 +721,16 @@ impl FrameEncoder {
     /// The frame for `data` (see [`encode_frame`]). Chunks whose first 4 KiB
     /// do not compress (already compressed or encrypted data) are stored
     /// raw without compressing the rest: most of an import's CPU otherwise
-    /// goes into compressing what will not shrink.
+    /// goes into compressing what will not shrink. Unless another 4 KiB
+    /// block of the chunk is all zeros: a few new blocks written into free
+    /// space (a scattered write, a small file) would otherwise be stored,
+    /// and sent to every agent, as 64 KiB. Looking costs little: a block
+    /// of data ends the zero check at its first bytes.
     pub fn encode(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         const SAMPLE: usize = 4096;
-        if data.len() >= 4 * SAMPLE {
+        if data.len() >= 4 * SAMPLE
+            && !data.chunks_exact(SAMPLE).skip(1).any(is_zero)
+        {
             self.scratch.clear();
             self.scratch
                 .reserve(zstd::zstd_safe::compress_bound(SAMPLE));
@@ -974,6 +980,38 @@ mod tests {
             decode_frame(&f, &ChunkHash::of(&random)).expect("decode"),
             random
         );
+    }
+
+    /// Incompressible bytes, from blake3's output stream.
+    fn noise(seed: u8, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(&[seed])
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_chunk_of_noise_is_raw_but_one_with_a_zero_block_is_compressed() {
+        let mut enc = FrameEncoder::new(3).expect("encoder");
+        let all = noise(1, 65_536);
+        let f = enc.encode(&all).expect("encode");
+        assert!(frame_is_raw(&f), "noise is stored raw");
+        // One block of noise first, then free space: the sample of the
+        // first 4 KiB does not compress, the chunk does.
+        let mut sparse = vec![0u8; 65_536];
+        sparse[..4096].copy_from_slice(&all[..4096]);
+        let f = enc.encode(&sparse).expect("encode");
+        assert!(!frame_is_raw(&f));
+        assert!(f.len() < 4096 + 256, "{} bytes", f.len());
+        assert_eq!(decode_frame(&f, &ChunkHash::of(&sparse)).expect("decode"), sparse);
+        // Noise everywhere but one block still compresses by that block.
+        let mut mostly = all.clone();
+        mostly[61_440..].fill(0);
+        let f = enc.encode(&mostly).expect("encode");
+        assert!(!frame_is_raw(&f));
+        assert!(f.len() < 61_440 + 256, "{} bytes", f.len());
     }
 
     #[test]

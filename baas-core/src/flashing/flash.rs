@@ -139,11 +139,16 @@ fn classify(manifest: &Manifest, index: usize, bytes: &[u8], deltas: Option<&Del
             };
             if have == want {
                 Local::Same
-            } else if deltas.is_some_and(|g| g.asking(index)) {
-                // All-zero content costs no block hashes, and a delta
-                // against it carries only the chunk's non-zero blocks.
+            } else if !blank && deltas.is_some_and(|g| g.asking(index)) {
                 Local::Patch(BlockHashes::of(bytes))
             } else {
+                // Over all-zero content a delta would carry the chunk's
+                // non-zero blocks, and its stored frame already holds just
+                // those, compressed (the import compresses every chunk
+                // with a zero block): the frame costs no more and comes the
+                // cheap way, read ahead in batches. Nor does a blank disk
+                // say anything about whether deltas pay where it holds
+                // data, so it leaves the gauge alone.
                 Local::Fetch
             }
         }
