@@ -25,5 +25,8 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || {
     apt-get update -qq >/dev/null && apt-get install -y -qq "${need[@]}" >/dev/null; }
 fi
-cargo build --release -q -p baas-server -p baas-agent -p baas-benches --bin compare-data
+# Two commands: with `--bin`, cargo builds only that binary of every
+# package named, and the server and agent would silently stay stale.
+cargo build --release -q -p baas-server -p baas-agent
+cargo build --release -q -p baas-benches --bin compare-data
 exec python3 benches/compare.py "$@"
