@@ -728,9 +728,7 @@ impl FrameEncoder {
     /// of data ends the zero check at its first bytes.
     pub fn encode(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         const SAMPLE: usize = 4096;
-        if data.len() >= 4 * SAMPLE
-            && !data.chunks_exact(SAMPLE).skip(1).any(is_zero)
-        {
+        if data.len() >= 4 * SAMPLE && !data.chunks_exact(SAMPLE).skip(1).any(is_zero) {
             self.scratch.clear();
             self.scratch
                 .reserve(zstd::zstd_safe::compress_bound(SAMPLE));
@@ -1005,7 +1003,10 @@ mod tests {
         let f = enc.encode(&sparse).expect("encode");
         assert!(!frame_is_raw(&f));
         assert!(f.len() < 4096 + 256, "{} bytes", f.len());
-        assert_eq!(decode_frame(&f, &ChunkHash::of(&sparse)).expect("decode"), sparse);
+        assert_eq!(
+            decode_frame(&f, &ChunkHash::of(&sparse)).expect("decode"),
+            sparse
+        );
         // Noise everywhere but one block still compresses by that block.
         let mut mostly = all.clone();
         mostly[61_440..].fill(0);
