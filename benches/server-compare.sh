@@ -132,7 +132,7 @@ report "curl download from baas-server" "$dn_baas"
 ratio() { awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN { printf "%.2f", b / a }'; }
 echo
 echo "download: baas-server at $(ratio "$dn_baas" "$dn_ng")x nginx's rate (target >= 0.70)"
-read -r up_med up_lo up_hi < <(awk '{ printf "%.2f %.2f %.2f", $1, $2, $3 }' <<<"$up_ratio")
+read -r up_med up_lo up_hi < <(awk '{ printf "%.2f %.2f %.2f\n", $1, $2, $3 }' <<<"$up_ratio")
 disk_med=$(awk '{ printf "%.2f", $1 }' <<<"$disk_ratio")
 echo "upload:   baas-server at ${up_med}x curl-to-sink (median of $RUNS paired runs, ${up_lo} .. ${up_hi}; target >= 0.50);"
 echo "          writing the image's data to this disk alone takes ${disk_med}x the server's upload time"
