@@ -136,6 +136,7 @@ read -r up_med up_lo up_hi < <(awk '{ printf "%.2f %.2f %.2f\n", $1, $2, $3 }' <
 disk_med=$(awk '{ printf "%.2f", $1 }' <<<"$disk_ratio")
 echo "upload:   baas-server at ${up_med}x curl-to-sink (median of $RUNS paired runs, ${up_lo} .. ${up_hi}; target >= 0.50);"
 echo "          writing the image's data to this disk alone takes ${disk_med}x the server's upload time"
+echo "          each pair in seconds (sink, disk alone, baas-server): $(awk '{ printf "%s%s/%s/%s", sep, $1, $2, $3; sep = ", " }' <<<"$pairs")"
 
 # Peak RSS while a big image is uploaded (fresh server, so the high-water
 # mark is this upload's).
