@@ -39,6 +39,11 @@ fn chunk_path(dir: &Path, h: &ChunkHash) -> PathBuf {
     dir.join(&hex[..2]).join(hex)
 }
 
+/// A stored chunk's fan-out directory.
+fn fanout_of(dir: &Path, h: &ChunkHash) -> PathBuf {
+    chunk_path(dir, h).parent().expect("fan-out").to_path_buf()
+}
+
 fn now_ms() -> Timestamp {
     Timestamp(
         SystemTime::now()
@@ -339,10 +344,7 @@ fn leftovers_of_a_crashed_put_are_ignored_then_cleaned() {
     store.sync().expect("sync");
     // A put's temp file lives in the chunk's fan-out directory; older
     // versions wrote it to tmp/.
-    let fanout = chunk_path(dir.path(), &h)
-        .parent()
-        .expect("fan-out")
-        .to_path_buf();
+    let fanout = fanout_of(dir.path(), &h);
     let halves = [
         fanout.join("put-4242-00000000deadbeef-7.tmp"),
         dir.path().join("tmp/put-4242-00000000deadbeef-8.tmp"),
@@ -397,10 +399,7 @@ fn a_recent_temp_file_survives_a_sweep() {
     let (h, f) = chunk(7, 3000);
     store.put(&h, &f).expect("put");
     store.sync().expect("sync");
-    let fanout = chunk_path(dir.path(), &h)
-        .parent()
-        .expect("fan-out")
-        .to_path_buf();
+    let fanout = fanout_of(dir.path(), &h);
     let live = [
         fanout.join("put-1-1-1.tmp"),
         dir.path().join("tmp/put-1-1-2.tmp"),
