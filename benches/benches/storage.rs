@@ -70,7 +70,7 @@ fn main() {
     let one = first_compressed.max(1) as f64;
     println!("frames as imported: {}", frame_kinds(&data.join("chunks")));
     let t = std::time::Instant::now();
-    let compact = baas.compact_chunks(&Actor::System, 19, 2).expect("compact");
+    let compact = baas.compact_chunks(&Actor::System, 15, 2).expect("compact");
     let compact_secs = t.elapsed().as_secs_f64();
     let chunks_c = baas_benches::dir_bytes(&data.join("chunks"));
     let stored_c = chunks_c + fs::metadata(data.join("baas.sqlite3")).map_or(0, |m| m.len());
@@ -90,7 +90,7 @@ fn main() {
         chunks as f64 / one
     );
     println!(
-        "| the same after `admin compact` (zstd -19, {:.0} s on 2 threads, {} chunks, {} dictionaries of {} bytes) | {stored_c} | {:.3}x |",
+        "| the same after `admin compact` (zstd -15, {:.0} s on 2 threads, {} chunks, {} dictionaries of {} bytes) | {stored_c} | {:.3}x |",
         compact_secs,
         compact.rewritten,
         compact.dictionaries,

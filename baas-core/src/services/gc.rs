@@ -197,9 +197,10 @@ impl Baas {
     }
 
     /// Recompresses every referenced chunk not yet compacted at zstd
-    /// `level` (admins; a background job: level 19 runs at a few MB/s per
-    /// core). Imports compress fast to keep up with the network; this
-    /// trades CPU later for space. Image by image: when an image has
+    /// `level` (admins; a background job: levels 15 to 19 run at a few
+    /// MB/s per core; `baas-server admin compact` uses 15). Imports
+    /// compress fast to keep up with the network; this trades CPU later
+    /// for space. Image by image: when an image has
     /// enough chunks, a zstd dictionary is trained on them (or the one its
     /// frames already use is reused) and used if it pays for itself; 64
     /// KiB chunks compress much better with what their image has in common.
