@@ -20,7 +20,7 @@
 //! Architecture invariant: this crate knows HTTP and the wire formats of
 //! `rocket-server`'s agent module, and nothing of how the core decides.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,9 @@ pub struct HttpAgentLink {
     config: HttpLinkConfig,
     counters: Arc<Counters>,
     jitter: Arc<AtomicU64>,
+    /// Set once the server answered that it has no deltas route (a server
+    /// older than this agent): `chunk_deltas` then asks for whole frames.
+    no_deltas_route: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for HttpAgentLink {
@@ -222,7 +225,18 @@ impl HttpAgentLink {
             },
             counters: Arc::new(Counters::default()),
             jitter: Arc::new(AtomicU64::new(seed | 1)),
+            no_deltas_route: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// `chunk_deltas` answered with whole frames (`chunks`).
+    fn frames_for(&self, job: JobId, entry: usize, wants: &[DeltaWant]) -> Result<Vec<DeltaReply>> {
+        let hashes: Vec<ChunkHash> = wants.iter().map(|w| w.hash).collect();
+        Ok(self
+            .chunks(job, entry, &hashes)?
+            .into_iter()
+            .map(DeltaReply::Frame)
+            .collect())
     }
 
     /// The counters so far (shared by clones of this link).
@@ -619,8 +633,11 @@ impl AgentLink for HttpAgentLink {
                 "at most {MAX_CHUNKS_PER_CALL} chunks per call"
             )));
         }
+        if self.no_deltas_route.load(Ordering::Relaxed) {
+            return self.frames_for(job, entry, wants);
+        }
         let body = delta::encode_wants(wants);
-        let reply = self
+        let reply = match self
             .call(
                 what,
                 Method::POST,
@@ -628,7 +645,26 @@ impl AgentLink for HttpAgentLink {
                 Body::Binary(&body),
                 Duration::ZERO,
             )
-            .result?;
+            .result
+        {
+            Ok(reply) => reply,
+            // A server older than this agent has no deltas route and
+            // answers 404. Ask the same job for the frames: if that works
+            // the route is what was missing, and every later call asks
+            // for frames straight away; if the job itself is gone, that
+            // call says so.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let frames = self.frames_for(job, entry, wants)?;
+                if !self.no_deltas_route.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the server has no deltas route ({}); fetching whole chunks",
+                        e.message()
+                    );
+                }
+                return Ok(frames);
+            }
+            Err(e) => return Err(e),
+        };
         let replies = delta::decode_replies(&reply.body, wants.len())
             .map_err(|e| Error::internal(format!("{what}: {}", e.message())))?;
         let c = &self.counters;

@@ -274,6 +274,58 @@ fn chunk_deltas_round_trip_through_http() {
     );
 }
 
+/// An agent newer than its server: the server has no deltas route (the
+/// proxy answers 404 for it, as the server does for any route it lacks).
+/// `chunk_deltas` then answers with whole frames from `chunks`, and stops
+/// asking for the route once that worked; a job entry that does not exist
+/// is still an error, not taken for a missing route.
+#[test]
+fn chunk_deltas_fall_back_to_frames_on_a_server_without_the_route() {
+    use baas_core::delta::{BlockHashes, DeltaReply, DeltaWant};
+    let s = setup(1 << 20);
+    let proxy = Proxy::start(s.lab.port);
+    proxy.set(Mode::NoRoute("/deltas"));
+    let l = link(&proxy.base(), &s.token);
+    s.lab.queue(&s.machine, &s.image, 1, "first", false);
+    let job = l.next_job(5_000).expect("poll").expect("a job");
+    let manifest = l.manifest(job.id, 0).expect("manifest");
+    let cs = CHUNK_SIZE as usize;
+    let wants: Vec<DeltaWant> = manifest
+        .chunks()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let mut old = s.data[i * cs..((i + 1) * cs).min(s.data.len())].to_vec();
+            old[100] ^= 0xff;
+            c.map(|hash| DeltaWant {
+                hash,
+                blocks: BlockHashes::of(&old),
+            })
+        })
+        .collect();
+    assert!(!wants.is_empty());
+
+    let e = l.chunk_deltas(job.id, 7, &wants).expect_err("no entry 7");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e:?}");
+
+    for round in 0..2 {
+        let before = l.stats().requests;
+        let replies = l.chunk_deltas(job.id, 0, &wants).expect("frames");
+        assert_eq!(replies.len(), wants.len());
+        for (w, r) in wants.iter().zip(&replies) {
+            let DeltaReply::Frame(f) = r else {
+                panic!("a delta from a server without deltas")
+            };
+            let bytes = decode_frame(f, &w.hash).expect("frame");
+            assert_eq!(ChunkHash::of(&bytes), w.hash);
+        }
+        // The first round asks for deltas, then for frames; the second
+        // only for frames.
+        assert_eq!(l.stats().requests - before, 2 - round, "round {round}");
+    }
+    assert_eq!(l.stats().deltas_received, 0);
+    assert_eq!(l.stats().retries, 0, "a 404 is not retried");
+}
+
 #[test]
 fn errors_come_back_as_core_kinds_and_4xx_are_not_retried() {
     let s = setup(256 * 1024);

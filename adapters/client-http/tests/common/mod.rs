@@ -379,6 +379,44 @@ pub enum Mode {
     /// Flip one byte 4 KiB into the body of the next `n` binary answers
     /// longer than that (chunk frames): corruption in transit.
     CorruptFrames(u32),
+    /// Answer every request whose path ends with this as a server without
+    /// such a route would (404, the server's JSON error), and close the
+    /// connection; relay everything else.
+    NoRoute(&'static str),
+}
+
+/// The length of the request at the start of `buf` (head and
+/// `content-length` body), once its head is complete.
+fn request_len(buf: &[u8]) -> Option<usize> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let body = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    Some(end + body)
+}
+
+/// If `head` starts a request whose path ends with `suffix`: a 404 answer
+/// like the server's for a route it does not have.
+fn no_route_answer(head: &[u8], suffix: &str) -> Option<Vec<u8>> {
+    let line = head.split(|&b| b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    let (method, path) = (parts.next()?, parts.next()?);
+    if !path.split('?').next()?.ends_with(suffix) {
+        return None;
+    }
+    let body =
+        format!(r#"{{"error":{{"code":"not_found","message":"no route for {method} {path}"}}}}"#);
+    Some(
+        format!(
+            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
 }
 
 /// Where in a binary answer's body `CorruptFrames` flips a byte.
@@ -474,19 +512,42 @@ impl Drop for Proxy {
 }
 
 fn relay(client: TcpStream, server: TcpStream, mode: Arc<Mutex<Mode>>, broken: Arc<AtomicU64>) {
-    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+    let (Ok(c2), Ok(c3), Ok(s2)) = (client.try_clone(), client.try_clone(), server.try_clone())
+    else {
         return;
     };
-    // Client to server: plain copy, unless the proxy is down.
+    // Client to server: plain copy, unless the proxy is down or the
+    // request is for a route it hides.
     let up_mode = mode.clone();
     let up = std::thread::spawn(move || {
-        let (mut from, mut to) = (c2, s2);
+        let (mut from, mut to, mut back) = (c2, s2, c3);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if *up_mode.lock().expect("mode") == Mode::Down {
+                    let m = *up_mode.lock().expect("mode");
+                    if m == Mode::Down {
+                        break;
+                    }
+                    // A request's head starts a read: the client sends the
+                    // next one only after the answer to the last.
+                    if let Some(answer) = match m {
+                        Mode::NoRoute(suffix) => no_route_answer(&buf[..n], suffix),
+                        _ => None,
+                    } {
+                        // Read the whole request first: closing with
+                        // unread bytes would reset the connection and
+                        // lose the answer.
+                        let mut got = buf[..n].to_vec();
+                        while request_len(&got).is_none_or(|len| got.len() < len) {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(k) => got.extend_from_slice(&buf[..k]),
+                            }
+                        }
+                        let _ = back.write_all(&answer);
+                        let _ = back.shutdown(Shutdown::Both);
                         break;
                     }
                     if to.write_all(&buf[..n]).is_err() {
@@ -528,7 +589,7 @@ fn relay(client: TcpStream, server: TcpStream, mode: Arc<Mutex<Mode>>, broken: A
             }
         }
         let pass = match *m {
-            Mode::Pass | Mode::CorruptFrames(_) => n,
+            Mode::Pass | Mode::CorruptFrames(_) | Mode::NoRoute(_) => n,
             Mode::Down => 0,
             Mode::CutAfter(left) => {
                 let k = left.min(n as u64) as usize;
