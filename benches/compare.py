@@ -13,11 +13,16 @@ access log (for bmaptool and casync over HTTP), curl's. For A -> B and
 A -> C they count both directions where the protocol sends more than a
 request line up (the agent's delta requests, rsync's checksums).
 
+Work that produces sizes only (the storage row's casync stores and zstd
+copies) runs in the background at idle priority, and is stopped during
+every timed step: see `Background`.
+
 Environment: SIZE_MIB (4096), RUNS (3), SEED (1), VERSIONS (10),
 COMPACT (1: also measure storage after `baas-server admin compact`),
 WRK_SECONDS (10), OUT (benches/REPORT.md), KEEP (keep the work directory).
 """
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -31,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +47,7 @@ REL = ROOT / "target" / "release"
 SERVER = REL / "baas-server"
 AGENT = REL / "baas-agent"
 DATA = REL / "compare-data"
+UPLOAD = REL / "chunk-upload"
 
 SIZE_MIB = int(os.environ.get("SIZE_MIB", "4096"))
 RUNS = int(os.environ.get("RUNS", "3"))
@@ -65,6 +72,21 @@ def log(msg):
 # "Where the time went".
 SECTIONS = {}
 SPENT = {}
+# By background job: the seconds it was allowed to run (quiet spells not
+# counted) and how long the run waited for it at the end.
+BACKGROUND = {}
+
+
+def idle_seconds():
+    """CPU seconds all cores have spent idle (or waiting for I/O) since
+    boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
+# Idle CPU seconds (summed over cores) by section: what was left unused.
+IDLE = {}
 
 
 class section:
@@ -76,11 +98,14 @@ class section:
     def __enter__(self):
         log(self.name)
         self.t = time.monotonic()
+        self.idle = idle_seconds()
 
     def __exit__(self, *exc):
         secs = time.monotonic() - self.t
+        idle = idle_seconds() - self.idle
         SECTIONS[self.name] = SECTIONS.get(self.name, 0) + secs
-        log(f"{self.name}: {secs:.1f} s")
+        IDLE[self.name] = IDLE.get(self.name, 0) + idle
+        log(f"{self.name}: {secs:.1f} s, {idle:.0f} s of a core idle")
 
 
 def spent(what, t):
@@ -97,6 +122,135 @@ def together(*jobs):
         return [f.result() for f in futures]
 
 
+class Background:
+    """Untimed work run on the side: the storage row's casync stores and
+    zstd sizes (over 250 s of one core). Its processes run at idle priority
+    (SCHED_IDLE), so they fill the cores the run's untimed work leaves free
+    (checks, disk resets, data, uploads), and never share them with a
+    figure: every timed step runs in `quiet()`, which stops them (SIGSTOP to
+    their process groups) until the step is over and holds back new ones."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.paused = 0
+        self.busy = 0
+        self.procs = set()
+        self.stopping = False
+        self.pool = ThreadPoolExecutor(4)
+        self.futures = {}
+        # Seconds spent quiet so far (the current quiet spell not included).
+        self.quiet_total = 0.0
+        self.quiet_since = None
+
+    def sh(self, *args, capture=False):
+        """sh() for background work: waits while the run is quiet."""
+        args = [str(a) for a in args]
+        with self.cond:
+            while self.paused and not self.stopping:
+                self.cond.wait()
+            if self.stopping:
+                raise RuntimeError("the run stopped")
+            # SCHED_IDLE: it only gets a core nothing else wants, so it
+            # fills the gaps of the untimed work without slowing it.
+            p = subprocess.Popen(["chrt", "--idle", "0", *args],
+                                 stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self.procs.add(p)
+        try:
+            # Wall-clock time, stopped spells included: a generous bound.
+            out, err = p.communicate(timeout=4 * STEP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise
+        finally:
+            with self.cond:
+                self.procs.discard(p)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} exited {p.returncode}: {err}")
+        return out
+
+    def _signal(self, sig):
+        for p in self.procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, sig)
+
+    @contextlib.contextmanager
+    def working(self):
+        """For the background's own file work (deleting, merging stores):
+        waits while the run is quiet, and `quiet()` waits for it to end."""
+        with self.cond:
+            while self.paused and not self.stopping:
+                self.cond.wait()
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.busy -= 1
+                self.cond.notify_all()
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """Nothing of the background runs inside this block."""
+        with self.cond:
+            self.paused += 1
+            if self.paused == 1:
+                self._signal(signal.SIGSTOP)
+                self.quiet_since = time.monotonic()
+            while self.busy:
+                self.cond.wait()
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.paused -= 1
+                if not self.paused:
+                    self.quiet_total += time.monotonic() - self.quiet_since
+                    self.quiet_since = None
+                    self._signal(signal.SIGCONT)
+                    self.cond.notify_all()
+
+    def _quiet_so_far(self):
+        with self.cond:
+            now = time.monotonic()
+            return self.quiet_total + (now - self.quiet_since if self.quiet_since else 0.0)
+
+    def start(self, name, job, *args):
+        """Runs job(*args) on a thread of its own; `result(name)` waits for
+        it. BACKGROUND[name] gets the seconds it was allowed to run (not
+        counting quiet spells) and how long `result` waited for it."""
+
+        def run():
+            t, q = time.monotonic(), self._quiet_so_far()
+            try:
+                return job(*args)
+            finally:
+                BACKGROUND.setdefault(name, {})["seconds"] = time.monotonic() - t - (self._quiet_so_far() - q)
+
+        BACKGROUND[name] = {}
+        self.futures[name] = self.pool.submit(run)
+
+    def result(self, name):
+        t = time.monotonic()
+        try:
+            return self.futures[name].result()
+        finally:
+            BACKGROUND[name]["waited"] = time.monotonic() - t
+
+    def stop(self):
+        """Kills whatever still runs (on the way out after an error)."""
+        with self.cond:
+            self.stopping = True
+            self._signal(signal.SIGKILL)
+            self._signal(signal.SIGCONT)
+            self.cond.notify_all()
+
+
+BG = Background()
+
+
 def sh(*args, check=True, capture=False, **kw):
     args = [str(a) for a in args]
     kw.setdefault("stdout", subprocess.PIPE if capture else subprocess.DEVNULL)
@@ -109,10 +263,11 @@ def sh(*args, check=True, capture=False, **kw):
 
 
 def timed(*args, **kw):
-    drop_caches()
-    t = time.monotonic()
-    r = sh(*args, **kw)
-    return time.monotonic() - t, r
+    with BG.quiet():
+        drop_caches()
+        t = time.monotonic()
+        r = sh(*args, **kw)
+        return time.monotonic() - t, r
 
 
 def drop_caches():
@@ -198,11 +353,30 @@ def chunks_of(x, y, step=1 << 20):
         os.close(fy)
 
 
+# In-memory copies (/dev/shm, when it has room) of A, B and C for the
+# checks to read instead: the timed steps drop the page cache, so the
+# files on disk would be read cold for every check.
+REFERENCE = {}
+
+
+def keep_references(files):
+    d = snapshot_dir(files[0], None)
+    if d is None:
+        return
+    d = Path(tempfile.mkdtemp(prefix="baas-compare-ref-", dir=d))
+    REFERENCE["dir"] = d
+    for f in files:
+        REFERENCE[f] = d / f.name
+        sparse_copy(f, REFERENCE[f])
+
+
 def same(a, b):
     """Whether two files hold the same bytes, as `cmp` would say; reads
     only where either holds data (where both have holes both read zeros).
-    Both are synced first so their extents are final."""
+    Both are synced first so their extents are final. A file with a copy
+    in REFERENCE is read from there."""
     t = time.monotonic()
+    a, b = REFERENCE.get(a, a), REFERENCE.get(b, b)
     try:
         for f in [a, b]:
             fd = os.open(f, os.O_RDONLY)
@@ -461,15 +635,16 @@ http {{
     def upload(self, image, path, cold=True):
         """Uploads a file as the image's next version (curl, streamed);
         returns (seconds, version json). `cold`: caches dropped first."""
-        if cold:
-            drop_caches()
-        t = time.monotonic()
-        r = sh(
-            "curl", "-sSf", "-X", "POST", "-H", f"Authorization: Bearer {self.token}", "-H",
-            "Content-Type: application/octet-stream", "-T", path,
-            f"{self.base}/api/v1/images/{image}/versions", capture=True,
-        )
-        return time.monotonic() - t, json.loads(r.stdout)
+        with BG.quiet() if cold else contextlib.nullcontext():
+            if cold:
+                drop_caches()
+            t = time.monotonic()
+            r = sh(
+                "curl", "-sSf", "-X", "POST", "-H", f"Authorization: Bearer {self.token}", "-H",
+                "Content-Type: application/octet-stream", "-T", path,
+                f"{self.base}/api/v1/images/{image}/versions", capture=True,
+            )
+            return time.monotonic() - t, json.loads(r.stdout)
 
     def close(self):
         for p in self.procs:
@@ -575,13 +750,18 @@ def main():
         report["total_seconds"] = time.monotonic() - started
         report["sections"] = SECTIONS
         report["spent"] = SPENT
+        report["background"] = BACKGROUND
+        report["idle"] = IDLE
         log("where the time went: " + ", ".join(f"{k} {v:.0f} s" for k, v in SECTIONS.items()))
         raw = OUT.parent / "report" / "results.json"
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps(report, default=lambda o: o.__dict__, indent=1))
         write_report(report, work)
     finally:
+        BG.stop()
         lab.close()
+        if "dir" in REFERENCE:
+            shutil.rmtree(REFERENCE["dir"], ignore_errors=True)
         if not os.environ.get("KEEP"):
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -595,6 +775,7 @@ def measure(lab, work):
     with section(f"data: {SIZE_MIB} MiB ext4 image A, B, C (seed {SEED})"):
         t = time.monotonic()
         sh(DATA, "base", a, SIZE_MIB, 25, SEED)
+        BG.start("the storage row's casync stores and zstd sizes", storage_peers, a, work)
         sparse_copy(a, b)
         sh(DATA, "add-files", b, SEED * 1000 + 1, max(1, SIZE_MIB // 100))
         sparse_copy(a, c)
@@ -604,6 +785,7 @@ def measure(lab, work):
         changed_b, changed_c = len(blocks_b) * 4096, len(blocks_c) * 4096
         for f in [a, b, c]:
             os.chmod(f, 0o644)
+        keep_references([a, b, c])
     with section("peers' formats (bmap, zstd, casync index and store), upload of A, B, C"):
         lab.start_nginx()
         lab.start_rsyncd()
@@ -748,7 +930,7 @@ def measure(lab, work):
     # a journal (this machine's root filesystem) every file created in the
     # next minutes pays for skipping the inodes just freed (the allocator's
     # "recently deleted" check), which would be charged to the upload.
-    with section("server transfers and hot path against nginx"):
+    with section("server transfers and hot path against nginx"), BG.quiet():
         r["server"] = server_side(lab, work, a)
 
     # 8. Storage of 10 versions.
@@ -802,75 +984,102 @@ def diff_blocks(x, y, block=4096):
                 yield (off + k) // block
 
 
-def storage(lab, work, a):
-    """Bytes a fresh store holds after VERSIONS versions, each adding 1% new
-    files, against zstd copies and a casync store of the same versions."""
-    with section(f"storage of {VERSIONS} versions: uploads, zstd copies, casync store"):
-        lab.stop_server()
-        data = work / "data-storage"
-        lab.start_server(data)
-        image = lab.api("POST", "/api/v1/images", {"name": "storage", "size": SIZE_MIB * MIB})["image"]["id"]
-        store = work / "castore10"
-        v = work / "v.img"
-        sparse_copy(a, v)
-        # Sizes only, nothing here is timed. casync's chunker uses one core
-        # and takes the longest, so it reads a snapshot of each version
-        # (sparse, in memory when /dev/shm has room) on a pool of two,
-        # while the next version is written, uploaded and compressed. Each
-        # pool thread keeps a store of its own (merged at the end, like the
-        # stores of B and C): one store per casync process at a time.
-        snaps = Path(tempfile.mkdtemp(prefix="baas-compare-", dir=snapshot_dir(a, work)))
-        slots = [work / f"castore10-{i}" for i in range(2)]
-        free = queue.Queue()
-        for slot in slots:
-            free.put(slot)
+def version_seed(k):
+    """add-files' seed for version k of the storage row (k >= 1)."""
+    return SEED * 1000 + 100 + k
 
-        def casync_make(k, snap):
+
+def storage_peers(a, work):
+    """The storage row's peers, in the background (see `Background`): a
+    casync store and the zstd -3 size of each of the VERSIONS versions,
+    made again here from A with the same seeds as `storage`'s uploads.
+    casync's chunker uses one core, so two versions are worked on at a
+    time, each read from a snapshot (sparse, in memory when /dev/shm has
+    room) into a store of its own, merged at the end like the stores of B
+    and C. Returns (casync store, [zstd size of each version])."""
+    v = work / "v-peers.img"
+    BG.sh("cp", "--sparse=always", a, v)
+    snaps = Path(tempfile.mkdtemp(prefix="baas-compare-", dir=snapshot_dir(a, work)))
+    slots = [work / f"castore10-{i}" for i in range(2)]
+    free = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+    room = threading.Semaphore(len(slots) + 1)
+    sizes = [0] * VERSIONS
+
+    def peers_of(k, snap):
+        try:
             slot = free.get()
             try:
-                sh("casync", "make", f"--store={slot}", work / f"v{k}.caibx", snap)
+                BG.sh("casync", "make", f"--store={slot}", work / f"v{k}.caibx", snap)
             finally:
                 free.put(slot)
-                snap.unlink()
-
-        zstd_one, zstd_all = 0, 0
-        try:
-            with ThreadPoolExecutor(len(slots)) as casyncs:
-                made = []
-                for k in range(VERSIONS):
-                    if k:
-                        sh(DATA, "add-files", v, SEED * 1000 + 100 + k, max(1, SIZE_MIB // 100))
-                    snap = snaps / f"v{k}.img"
-                    sparse_copy(v, snap)
-                    made.append(casyncs.submit(casync_make, k, snap))
-                    _, z = together(
-                        lambda: lab.upload(image, v, cold=False),
-                        lambda: int(sh("sh", "-c", f"zstd -3 -T0 -q -c {v} | wc -c", capture=True).stdout),
-                    )
-                    zstd_one = zstd_one or z
-                    zstd_all += z
-                for m in made:
-                    m.result()
+            sizes[k] = int(BG.sh("sh", "-c", f"zstd -3 -T0 -q -c {snap} | wc -c", capture=True))
         finally:
+            with BG.working():
+                snap.unlink()
+            room.release()
+
+    try:
+        with ThreadPoolExecutor(len(slots)) as pool:
+            made = []
+            for k in range(VERSIONS):
+                if k:
+                    BG.sh(DATA, "add-files", v, version_seed(k), max(1, SIZE_MIB // 100))
+                room.acquire()
+                snap = snaps / f"v{k}.img"
+                BG.sh("cp", "--sparse=always", v, snap)
+                made.append(pool.submit(peers_of, k, snap))
+            for m in made:
+                m.result()
+    finally:
+        with BG.working():
             shutil.rmtree(snaps, ignore_errors=True)
+            v.unlink(missing_ok=True)
+    store = work / "castore10"
+    with BG.working():
         store.mkdir()
         for slot in slots:
             if slot.exists():
                 merge_store(slot, store)
+    return store, sizes
+
+
+def stored(data):
+    """Bytes of a data directory's chunk store and database."""
+    return du(data / "chunks") + sum(p.stat().st_size for p in data.glob("*.sqlite3*"))
+
+
+def storage(lab, work, a):
+    """Bytes a fresh store holds after VERSIONS versions, each adding 1% new
+    files, against zstd copies and a casync store of the same versions
+    (made in the background by `storage_peers`). Each version goes up as
+    `baas upload` sends it: hashed here, only the chunks the server lacks
+    sent (`chunk-upload`, the client crate's upload)."""
+    with section(f"storage of {VERSIONS} versions: uploads, then waiting for the casync stores and zstd sizes"):
         lab.stop_server()
+        data = work / "data-storage"
+        lab.start_server(data)
+        image = lab.api("POST", "/api/v1/images", {"name": "storage", "size": SIZE_MIB * MIB})["image"]["id"]
+        v = work / "v.img"
+        sparse_copy(a, v)
+        for k in range(VERSIONS):
+            if k:
+                sh(DATA, "add-files", v, version_seed(k), max(1, SIZE_MIB // 100))
+            sh(UPLOAD, lab.base, lab.token, image, v)
+        lab.stop_server()
+        remove(v)
+        store, sizes = BG.result("the storage row's casync stores and zstd sizes")
 
-    def stored():
-        return du(data / "chunks") + sum(p.stat().st_size for p in data.glob("*.sqlite3*"))
-
-    out = [("BAAS chunk store + metadata, as imported", stored(), None)]
+    out = [("BAAS chunk store + metadata, as imported", stored(data), None)]
     if COMPACT:
         with section("storage: baas-server admin compact"):
             t = time.monotonic()
             sh(SERVER, "--data-dir", data, "admin", "compact")
-        out.append(("BAAS chunk store + metadata, after `baas-server admin compact`", stored(),
+        out.append(("BAAS chunk store + metadata, after `baas-server admin compact`", stored(data),
                     time.monotonic() - t))
     out += [("casync store (default chunking and compression)", du(store), None),
-            (f"{VERSIONS} zstd -3 copies", zstd_all, None), ("one zstd -3 version", zstd_one, None)]
+            (f"{VERSIONS} zstd -3 copies", sum(sizes), None), ("one zstd -3 version", sizes[0], None)]
     return out
 
 
@@ -1044,15 +1253,21 @@ def write_report(r, work):
         total = r["total_seconds"]
         w("## Where the time went")
         w("")
-        w("| section of the run | seconds | share |")
-        w("| --- | ---: | ---: |")
+        idle = r.get("idle", {})
+        w("| section of the run | seconds | share | CPU seconds left idle (all cores) |")
+        w("| --- | ---: | ---: | ---: |")
         for name, secs in r["sections"].items():
-            w(f"| {name} | {secs:.0f} | {100 * secs / total:.0f}% |")
+            w(f"| {name} | {secs:.0f} | {100 * secs / total:.0f}% | {idle.get(name, 0):.0f} |")
         rest = total - sum(r["sections"].values())
-        w(f"| the rest (agent setup, plots and report) | {rest:.0f} | {100 * rest / total:.0f}% |")
-        w(f"| **total** | **{total:.0f}** | 100% |")
+        w(f"| the rest (agent setup, plots and report) | {rest:.0f} | {100 * rest / total:.0f}% | |")
+        w(f"| **total** | **{total:.0f}** | 100% | **{sum(idle.values()):.0f}** |")
         w("")
         w("Across sections: " + "; ".join(f"{k} {v:.0f} s" for k, v in r.get("spent", {}).items()) + ".")
+        bg = r.get("background")
+        if bg:
+            w("In the background, stopped during every timed step (`Background` in benches/compare.py): " + "; ".join(
+                f"{name}, {v.get('seconds', 0):.0f} s while allowed to run (waited for {v.get('waited', 0):.0f} s)"
+                for name, v in bg.items()) + ".")
         if r.get("disk_resets"):
             w("Putting A back on the disk before a run: " + ", ".join(
                 f"{k} {v}" for k, v in r["disk_resets"].items()) + " (see `DiskOfA` in benches/compare.py).")

@@ -28,5 +28,5 @@ fi
 # Two commands: with `--bin`, cargo builds only that binary of every
 # package named, and the server and agent would silently stay stale.
 cargo build --release -q -p baas-server -p baas-agent
-cargo build --release -q -p baas-benches --bin compare-data
+cargo build --release -q -p baas-benches --bin compare-data --bin chunk-upload
 exec python3 benches/compare.py "$@"
