@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match which % 8 {
         0 => {
-            if let Some(inv) = json::<InventoryBody>(bytes) {
+            if let Some(inv) = json::<baas_server::dto::InventoryDto>(bytes) {
                 if let Ok(core) = inv.into_core() {
                     for nic in &core.nics {
                         let again: MacAddress = nic.mac.to_string().parse().expect("MAC re-parses");

@@ -556,12 +556,15 @@ impl SetupBody {
 
 // --- machines
 
-/// A disk the agent found.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DiskView {
-    /// Kernel path.
+/// A disk as the agent found it: in its inventory report and in a
+/// machine's view.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskDto {
+    /// Kernel path, e.g. `/dev/nvme0n1`.
     pub path: String,
     /// `/dev/disk/by-id` names.
+    #[serde(default)]
     pub by_id: Vec<String>,
     /// Serial number.
     pub serial: Option<String>,
@@ -581,9 +584,10 @@ pub struct DiskView {
     pub removable: bool,
 }
 
-/// A NIC the agent found.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NicView {
+/// A NIC as the agent found it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NicDto {
     /// Interface name.
     pub name: String,
     /// MAC address.
@@ -592,13 +596,16 @@ pub struct NicView {
     pub speed_mbps: Option<u32>,
 }
 
-/// What the agent last reported.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InventoryView {
+/// What the agent reports about its machine (`POST
+/// /api/v1/agent/machines/{machine}/inventory`), and what a machine's view
+/// shows of its last report: one shape both ways.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryDto {
     /// Disks in kernel order.
-    pub disks: Vec<DiskView>,
+    pub disks: Vec<DiskDto>,
     /// NICs.
-    pub nics: Vec<NicView>,
+    pub nics: Vec<NicDto>,
     /// Memory in bytes.
     pub memory_bytes: u64,
     /// CPU model.
@@ -607,13 +614,13 @@ pub struct InventoryView {
     pub cpus: u32,
 }
 
-impl From<&Inventory> for InventoryView {
+impl From<&Inventory> for InventoryDto {
     fn from(i: &Inventory) -> Self {
-        InventoryView {
+        InventoryDto {
             disks: i
                 .disks
                 .iter()
-                .map(|d| DiskView {
+                .map(|d| DiskDto {
                     path: d.path.clone(),
                     by_id: d.by_id.clone(),
                     serial: d.serial.clone(),
@@ -629,7 +636,7 @@ impl From<&Inventory> for InventoryView {
             nics: i
                 .nics
                 .iter()
-                .map(|n| NicView {
+                .map(|n| NicDto {
                     name: n.name.clone(),
                     mac: n.mac.to_string(),
                     speed_mbps: n.speed_mbps,
@@ -639,6 +646,44 @@ impl From<&Inventory> for InventoryView {
             cpu_model: i.cpu_model.clone(),
             cpus: i.cpus,
         }
+    }
+}
+
+impl InventoryDto {
+    /// The core's inventory.
+    pub fn into_core(self) -> Result<Inventory> {
+        Ok(Inventory {
+            disks: self
+                .disks
+                .into_iter()
+                .map(|d| DiskInfo {
+                    path: d.path,
+                    by_id: d.by_id,
+                    serial: d.serial,
+                    wwn: d.wwn,
+                    model: d.model,
+                    size: d.size,
+                    logical_block: d.logical_block,
+                    physical_block: d.physical_block,
+                    rotational: d.rotational,
+                    removable: d.removable,
+                })
+                .collect(),
+            nics: self
+                .nics
+                .into_iter()
+                .map(|n| {
+                    Ok(NicInfo {
+                        mac: n.mac.parse()?,
+                        name: n.name,
+                        speed_mbps: n.speed_mbps,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            memory_bytes: self.memory_bytes,
+            cpu_model: self.cpu_model,
+            cpus: self.cpus,
+        })
     }
 }
 
@@ -658,7 +703,7 @@ pub struct MachineView {
     /// `pending`, `ready` or `retired`.
     pub state: String,
     /// Last inventory the agent reported.
-    pub inventory: Option<InventoryView>,
+    pub inventory: Option<InventoryDto>,
     /// Last time its agent talked to the server.
     pub last_seen: Option<String>,
     /// Registration time.
@@ -690,7 +735,7 @@ impl From<&Machine> for MachineView {
             arch: m.arch.as_str().to_string(),
             pool: m.pool.clone(),
             state: m.state.as_str().to_string(),
-            inventory: m.inventory.as_ref().map(InventoryView::from),
+            inventory: m.inventory.as_ref().map(InventoryDto::from),
             last_seen: opt_time(m.last_seen),
             created_at: rfc3339(m.created_at),
             power: m.boot.power.kind().to_string(),

@@ -101,99 +101,6 @@ pub struct AgentApi;
 
 // --- wire types
 
-/// A disk as the agent found it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DiskBody {
-    /// Kernel path, e.g. `/dev/nvme0n1`.
-    pub path: String,
-    /// `/dev/disk/by-id` names.
-    #[serde(default)]
-    pub by_id: Vec<String>,
-    /// Serial number.
-    pub serial: Option<String>,
-    /// World Wide Name.
-    pub wwn: Option<String>,
-    /// Model.
-    pub model: Option<String>,
-    /// Size in bytes.
-    pub size: u64,
-    /// Logical block size.
-    pub logical_block: u32,
-    /// Physical block size.
-    pub physical_block: u32,
-    /// Spinning disk.
-    pub rotational: bool,
-    /// Removable media.
-    pub removable: bool,
-}
-
-/// A NIC as the agent found it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NicBody {
-    /// Interface name.
-    pub name: String,
-    /// MAC address.
-    pub mac: String,
-    /// Link speed in Mbit/s.
-    pub speed_mbps: Option<u32>,
-}
-
-/// What the agent reports about its machine.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InventoryBody {
-    /// Disks in kernel order.
-    pub disks: Vec<DiskBody>,
-    /// NICs.
-    pub nics: Vec<NicBody>,
-    /// Memory in bytes.
-    pub memory_bytes: u64,
-    /// CPU model.
-    pub cpu_model: String,
-    /// Logical CPUs.
-    pub cpus: u32,
-}
-
-impl InventoryBody {
-    /// The core's inventory.
-    pub fn into_core(self) -> Result<Inventory> {
-        Ok(Inventory {
-            disks: self
-                .disks
-                .into_iter()
-                .map(|d| DiskInfo {
-                    path: d.path,
-                    by_id: d.by_id,
-                    serial: d.serial,
-                    wwn: d.wwn,
-                    model: d.model,
-                    size: d.size,
-                    logical_block: d.logical_block,
-                    physical_block: d.physical_block,
-                    rotational: d.rotational,
-                    removable: d.removable,
-                })
-                .collect(),
-            nics: self
-                .nics
-                .into_iter()
-                .map(|n| {
-                    Ok(NicInfo {
-                        mac: n.mac.parse()?,
-                        name: n.name,
-                        speed_mbps: n.speed_mbps,
-                    })
-                })
-                .collect::<Result<_>>()?,
-            memory_bytes: self.memory_bytes,
-            cpu_model: self.cpu_model,
-            cpus: self.cpus,
-        })
-    }
-}
-
 /// Log lines from the agent.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -339,7 +246,7 @@ pub fn frame_stream(frames: &[Vec<u8>]) -> Vec<u8> {
 
 /// Records the machine's inventory (its agent; moderators, admins).
 #[utoipa::path(post, path = "/api/v1/agent/machines/{machine}/inventory", tag = "agent",
-    request_body = InventoryBody,
+    request_body = InventoryDto,
     params(("machine" = String, Path, description = "the machine's id or MAC address")),
     responses((status = 200, body = MachineView), (status = 400, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
@@ -347,7 +254,7 @@ pub fn frame_stream(frames: &[Vec<u8>]) -> Vec<u8> {
 pub async fn report_inventory(
     caller: Caller,
     machine: &str,
-    body: Json<InventoryBody>,
+    body: Json<InventoryDto>,
 ) -> std::result::Result<Out<MachineView>, ApiError> {
     let key = MachineKey::parse(machine)?;
     let inventory = body.0.into_core()?;
