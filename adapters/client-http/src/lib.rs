@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use baas_core::content::{ChunkHash, Manifest};
 use baas_core::delta::{self, DeltaReply, DeltaWant};
 use baas_core::model::*;
-use baas_core::ports::{AgentLink, MAX_CHUNKS_PER_CALL};
+use baas_core::ports::{agent_link, AgentLink, MAX_CHUNKS_PER_CALL};
 use baas_core::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
 use ureq::http::{Method, Request};
@@ -227,16 +227,6 @@ impl HttpAgentLink {
             jitter: Arc::new(AtomicU64::new(seed | 1)),
             no_deltas_route: Arc::new(AtomicBool::new(false)),
         })
-    }
-
-    /// `chunk_deltas` answered with whole frames (`chunks`).
-    fn frames_for(&self, job: JobId, entry: usize, wants: &[DeltaWant]) -> Result<Vec<DeltaReply>> {
-        let hashes: Vec<ChunkHash> = wants.iter().map(|w| w.hash).collect();
-        Ok(self
-            .chunks(job, entry, &hashes)?
-            .into_iter()
-            .map(DeltaReply::Frame)
-            .collect())
     }
 
     /// The counters so far (shared by clones of this link).
@@ -634,7 +624,7 @@ impl AgentLink for HttpAgentLink {
             )));
         }
         if self.no_deltas_route.load(Ordering::Relaxed) {
-            return self.frames_for(job, entry, wants);
+            return agent_link::frames_for(self, job, entry, wants);
         }
         let body = delta::encode_wants(wants);
         let reply = match self
@@ -654,7 +644,7 @@ impl AgentLink for HttpAgentLink {
             // for frames straight away; if the job itself is gone, that
             // call says so.
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                let frames = self.frames_for(job, entry, wants)?;
+                let frames = agent_link::frames_for(self, job, entry, wants)?;
                 if !self.no_deltas_route.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "the server has no deltas route ({}); fetching whole chunks",

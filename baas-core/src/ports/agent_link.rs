@@ -44,12 +44,7 @@ pub trait AgentLink: Send + Sync + std::fmt::Debug {
         entry: usize,
         wants: &[DeltaWant],
     ) -> Result<Vec<DeltaReply>> {
-        let hashes: Vec<ChunkHash> = wants.iter().map(|w| w.hash).collect();
-        Ok(self
-            .chunks(job, entry, &hashes)?
-            .into_iter()
-            .map(DeltaReply::Frame)
-            .collect())
+        frames_for(self, job, entry, wants)
     }
 
     /// Starts capturing the disk of entry `entry` of `job` as a new version
@@ -79,4 +74,21 @@ pub trait AgentLink: Send + Sync + std::fmt::Debug {
 
     /// Ships log lines, to the job's timeline when `job` is given.
     fn log(&self, job: Option<JobId>, lines: &[String]) -> Result<()>;
+}
+
+/// `chunk_deltas` answered without deltas: every wanted chunk as its
+/// stored frame, from one `chunks` call (the trait's default, and what a
+/// link falls back to when its server has no deltas).
+pub fn frames_for<L: AgentLink + ?Sized>(
+    link: &L,
+    job: JobId,
+    entry: usize,
+    wants: &[DeltaWant],
+) -> Result<Vec<DeltaReply>> {
+    let hashes: Vec<ChunkHash> = wants.iter().map(|w| w.hash).collect();
+    Ok(link
+        .chunks(job, entry, &hashes)?
+        .into_iter()
+        .map(DeltaReply::Frame)
+        .collect())
 }
