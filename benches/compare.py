@@ -359,6 +359,11 @@ def chunks_of(x, y, step=1 << 20):
 REFERENCE = {}
 
 
+# Directories outside the work directory (in /dev/shm) that the run removes
+# at its end.
+TEMP_DIRS = []
+
+
 def keep_references(files):
     d = snapshot_dir(files[0], None)
     if d is None:
@@ -713,15 +718,23 @@ class Agent:
         return secs, c
 
 
-def median3(f, runs=RUNS):
-    """Runs f() `runs` times; f returns (seconds, bytes)."""
-    secs, wire = [], []
-    for _ in range(runs):
-        s, b = f()
-        secs.append(s)
-        wire.append(b)
-        SPENT["timed steps (the figures)"] = SPENT.get("timed steps (the figures)", 0) + s
-    return secs, statistics.median(wire) if wire and wire[0] is not None else None
+def rounds(methods, runs=RUNS):
+    """Measures the (name, f) methods of one comparison in `runs` rounds,
+    each running every method once, starting one further along each round
+    (f returns (seconds, bytes)). Interleaved, a spell of this shared
+    machine's disk or CPU being slow or fast touches every method, not the
+    three runs of one; rotated, no method always runs right after the same
+    other. Returns {name: Stat}, in the order given."""
+    secs = {name: [] for name, _ in methods}
+    wire = {name: [] for name, _ in methods}
+    for k in range(runs):
+        for name, f in methods[k % len(methods):] + methods[:k % len(methods)]:
+            t, b = f()
+            secs[name].append(t)
+            wire[name].append(b)
+            SPENT["timed steps (the figures)"] = SPENT.get("timed steps (the figures)", 0) + t
+    return {name: Stat(name, secs[name], statistics.median(wire[name]) if wire[name][0] is not None else None)
+            for name, _ in methods}
 
 
 def render(raw):
@@ -762,6 +775,8 @@ def main():
         lab.close()
         if "dir" in REFERENCE:
             shutil.rmtree(REFERENCE["dir"], ignore_errors=True)
+        for d in TEMP_DIRS:
+            shutil.rmtree(d, ignore_errors=True)
         if not os.environ.get("KEEP"):
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -813,7 +828,8 @@ def measure(lab, work):
     disk = agent.disk
     r = {"size": size, "changed_b": changed_b, "changed_c": changed_c, "data_secs": data_secs, "runs": RUNS,
          "seed": SEED, "versions": VERSIONS, "wrk_seconds": WRK_SECONDS,
-         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()[0]}
+         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()[0],
+         "casync_tmpdir": CASYNC_ENV.get("TMPDIR"), "interleaved": True}
 
     # 1. Full flash of A onto an empty disk.
 
@@ -839,12 +855,9 @@ def measure(lab, work):
         s, _ = timed("bmaptool", "-q", "copy", "--bmap", www / "a.bmap", f"http://127.0.0.1:{lab.nport}/a.img.zst", disk)
         return s, lab.nginx_bytes()
 
-    full = {}
     with section("full flash of A"):
-        for name, f in [("baas-agent", agent_full), ("dd bs=4M conv=fsync", dd_full),
-                        ("bmaptool copy (local)", bmap_local), ("bmaptool copy (HTTP, zstd)", bmap_http)]:
-            secs, wire = median3(f)
-            full[name] = Stat(name, secs, wire)
+        full = rounds([("baas-agent", agent_full), ("dd bs=4M conv=fsync", dd_full),
+                       ("bmaptool copy (local)", bmap_local), ("bmaptool copy (HTTP, zstd)", bmap_http)])
     r["full"] = full
 
     # 2./3. A -> B and A -> C on a disk holding A.
@@ -885,17 +898,14 @@ def measure(lab, work):
             s, _ = timed(
                 "casync", "extract", f"--store=http://127.0.0.1:{lab.nport}/castore", f"--seed={disk}",
                 "--seed-output=no", f"http://127.0.0.1:{lab.nport}/{target.stem}.caibx", out,
+                env=CASYNC_ENV,
             )
             assert same(target, out), f"output differs from {label} after casync"
             remove(out)
             return s, lab.nginx_bytes()
 
-        out = {}
-        for name, f in [("baas-agent delta", agent_delta), ("rsync --inplace -z (block 4096)", rsync),
-                        ("casync extract, seeded", casync)]:
-            secs, wire = median3(f)
-            out[name] = Stat(name, secs, wire)
-        return out
+        return rounds([("baas-agent delta", agent_delta), ("rsync --inplace -z (block 4096)", rsync),
+                       ("casync extract, seeded", casync)])
 
     with section("A -> B"):
         r["ab"] = deltas(b, vb, "B")
@@ -918,10 +928,7 @@ def measure(lab, work):
         return s, None
 
     with section("capture of an unchanged disk"):
-        secs, wire = median3(capture)
-        cap = {"baas-agent capture": Stat("baas-agent capture", secs, wire)}
-        secs, _ = median3(dd_read)
-        cap["dd read of the disk"] = Stat("dd read of the disk", secs)
+        cap = rounds([("baas-agent capture", capture), ("dd read of the disk", dd_read)])
     r["capture"] = cap
     r["disk_resets"] = disk_a.counts
 
@@ -952,6 +959,23 @@ def merge_store(src, dst):
                 to.parent.mkdir(parents=True, exist_ok=True)
                 f.rename(to)
     shutil.rmtree(src)
+
+
+def casync_env():
+    """casync's environment: TMPDIR on tmpfs when there is one. Seeding
+    from a 4 GiB disk, casync keeps a symlink per seed chunk (about 65,000)
+    in a directory under TMPDIR; on this machine's ext4 without a journal,
+    creating and deleting them cost 30% of an extract (8 s of 30 s; perf:
+    `recently_deleted` under `ext4_symlink`), work casync's own design
+    does not need. The peer gets its best setting; BAAS's store stays on
+    disk."""
+    env = dict(os.environ)
+    if os.access("/dev/shm", os.W_OK):
+        env["TMPDIR"] = "/dev/shm"
+    return env
+
+
+CASYNC_ENV = casync_env()
 
 
 def snapshot_dir(image, fallback):
@@ -999,8 +1023,14 @@ def storage_peers(a, work):
     and C. Returns (casync store, [zstd size of each version])."""
     v = work / "v-peers.img"
     BG.sh("cp", "--sparse=always", a, v)
-    snaps = Path(tempfile.mkdtemp(prefix="baas-compare-", dir=snapshot_dir(a, work)))
-    slots = [work / f"castore10-{i}" for i in range(2)]
+    shm = snapshot_dir(a, work)
+    snaps = Path(tempfile.mkdtemp(prefix="baas-compare-", dir=shm))
+    # The stores too (sizes only, about 0.6 GB): tens of thousands of chunk
+    # files not created on, and later deleted from, the disk the timed
+    # steps use.
+    stores = Path(tempfile.mkdtemp(prefix="baas-compare-castore-", dir=shm))
+    TEMP_DIRS.append(stores)
+    slots = [stores / f"castore10-{i}" for i in range(2)]
     free = queue.Queue()
     for slot in slots:
         free.put(slot)
@@ -1036,7 +1066,7 @@ def storage_peers(a, work):
         with BG.working():
             shutil.rmtree(snaps, ignore_errors=True)
             v.unlink(missing_ok=True)
-    store = work / "castore10"
+    store = stores / "castore10"
     with BG.working():
         store.mkdir()
         for slot in slots:
@@ -1119,10 +1149,10 @@ def server_side(lab, work, a):
                f"{lab.base}/api/v1/images/{lab.image_up}/versions/latest/content", capture=True)
         return float(r.stdout), size
 
-    for name, f in [("curl upload to an nginx sink", up_sink), ("upload to baas-server", up_baas),
-                    ("curl download from nginx", down_nginx), ("curl download from baas-server", down_baas)]:
-        secs, wire = median3(f)
-        res[name] = Stat(name, secs, wire)
+    # Rotated rounds keep an upload before the first download from
+    # baas-server (`lab.image_up`).
+    res.update(rounds([("curl upload to an nginx sink", up_sink), ("upload to baas-server", up_baas),
+                       ("curl download from nginx", down_nginx), ("curl download from baas-server", down_baas)]))
     res["peak_rss"] = max(peaks)
 
     # The agent's hot path against nginx's small static file.
@@ -1173,7 +1203,9 @@ def write_report(r, work):
       f"{r['total_seconds'] / 60:.1f} min. Data: a {fmt_bytes(size)} ext4 image 25% full of real files "
       f"(seed {r['seed']}); B adds {fmt_bytes(r['changed_b'])} of new files (contiguous); C rewrites "
       f"{fmt_bytes(r['changed_c'])} as scattered 4 KiB blocks. Times are medians of {r['runs']} runs "
-      "(min..max) in seconds, caches dropped before each; every ratio is against a baseline of the same run.")
+      "(min..max) in seconds, caches dropped before each"
+      + ("; the methods of a table take turns, run by run (rotated rounds)" if r.get("interleaved") else "")
+      + "; every ratio is against a baseline of the same run.")
     w("")
     full = r["full"]
     agent = full["baas-agent"]
@@ -1190,6 +1222,8 @@ def write_report(r, work):
     for key, label, changed in [("ab", "B (1% new files, contiguous)", r["changed_b"]),
                                 ("ac", "C (1% of 4 KiB blocks, scattered)", r["changed_c"])]:
         d = r[key]
+        casync_note = (f" casync's temporary files (a symlink per seed chunk) were in {r['casync_tmpdir']}."
+                       if r.get("casync_tmpdir") else "")
         w(f"## A to {label}")
         w("")
         w("| method | seconds | bytes on the wire | bytes vs changed |")
@@ -1200,7 +1234,7 @@ def write_report(r, work):
         w("")
         w(f"Changed: {fmt_bytes(changed)} ({changed} bytes). Bytes on the wire count both directions for "
           "baas-agent (frames and deltas down, delta requests' block hashes up) and rsync (blocks down, "
-          "checksums up); casync's are what nginx served.")
+          "checksums up); casync's are what nginx served." + casync_note)
         w("")
     cap = r["capture"]
     c = cap["baas-agent capture"]
