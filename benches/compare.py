@@ -829,7 +829,7 @@ def measure(lab, work):
     r = {"size": size, "changed_b": changed_b, "changed_c": changed_c, "data_secs": data_secs, "runs": RUNS,
          "seed": SEED, "versions": VERSIONS, "wrk_seconds": WRK_SECONDS,
          "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()[0],
-         "casync_tmpdir": CASYNC_ENV.get("TMPDIR"), "interleaved": True}
+         "casync_tmpdir": CASYNC_ENV.get("TMPDIR"), "interleaved": True, "machine": machine_description()}
 
     # 1. Full flash of A onto an empty disk.
 
@@ -1195,7 +1195,8 @@ def write_report(r, work):
     size = r["size"]
     lines = []
     w = lines.append
-    machine = f"{os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (1 << 30))} GiB"
+    machine = r.get("machine") or \
+        f"{os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (1 << 30))} GiB"
     w("# BAAS against its peers")
     w("")
     w(f"Written by `benches/compare.sh` on {r['when']}, "
@@ -1356,6 +1357,32 @@ def plot(r, d):
     return [times, wire, store]
 
 
+def machine_description():
+    """This machine in a few words: cores, CPU model, memory, whether it
+    is a virtual machine, kernel, and the file system the run works on."""
+    model, virtual = "", False
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and " hypervisor" in line:
+                virtual = True
+    except OSError:
+        pass
+    mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30))
+    try:
+        fs = sh("findmnt", "-n", "-o", "FSTYPE", "-T", os.environ.get("TMPDIR", "/var/tmp"),
+                capture=True, check=False).stdout.strip()
+    except OSError:
+        fs = ""
+    parts = [f"{os.cpu_count()} cores" + (f" of an {model}" if model else ""),
+             f"{mem} GiB", "a virtual machine" if virtual else "bare metal",
+             f"Linux {os.uname().release}"]
+    if fs:
+        parts.append(f"{fs} for the work files")
+    return ", ".join(parts)
+
+
 def headline(r):
     """Rewrites the headline table between the markers in README.md."""
     readme = ROOT / "README.md"
@@ -1386,8 +1413,9 @@ def headline(r):
     table = ["| what | BAAS | peers, same run |", "| --- | --- | --- |"]
     table += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     body = "\n".join(table) + f"\n\n![reprovisioning times](benches/report/times.svg)\n\n" \
-        f"Measured by `benches/compare.sh` on {r['when'][:10]}: {os.cpu_count()} cores " \
-        f"({r['size'] >> 20} MiB image, medians of {r['runs']} runs); the full report is benches/REPORT.md.\n"
+        f"Measured by `benches/compare.sh` on {r['when'][:10]} on {r.get('machine') or f'{os.cpu_count()} cores'} " \
+        f"({r['size'] >> 20} MiB image, medians of {r['runs']} runs; the run took " \
+        f"{r['total_seconds'] / 60:.1f} min); the full report is benches/REPORT.md.\n"
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(head + begin + "\n" + body + end + tail)
