@@ -7,7 +7,7 @@
 # Writes benches/REPORT.md, its plots in benches/report/, and the headline
 # table in README.md.
 #
-#   benches/compare.sh                        # 4 GiB image, 3 runs, 16 to 17.5 min on 2 cores
+#   benches/compare.sh                        # 4 GiB image, 3 runs, 13 to 14 min on 2 cores
 #   SIZE_MIB=512 RUNS=1 benches/compare.sh    # a quick look
 #
 # Installs what it needs with apt-get when missing (as root). Every server
