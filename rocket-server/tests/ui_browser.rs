@@ -655,8 +655,10 @@ fn a_researcher_uses_the_web_ui_in_chromium() {
     assert!(b.text("main").contains("QEMU (QMP at unix:"));
     b.screenshot("16-machine-power");
     b.click("#power-cycle");
+    // The machine page itself says "QMP" (the power line above): wait for
+    // the error page's own words, or this may still read the old page.
     wait_for("the power error page", || {
-        b.text("main").contains("QMP").then_some(())
+        b.text("main").contains("cannot reach QMP").then_some(())
     });
     assert!(b.text("h1").contains("503"), "{}", b.text("main"));
     b.screenshot("17-power-failed");
