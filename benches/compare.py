@@ -369,7 +369,7 @@ def keep_references(files):
     if d is None:
         return
     d = Path(tempfile.mkdtemp(prefix="baas-compare-ref-", dir=d))
-    REFERENCE["dir"] = d
+    TEMP_DIRS.append(d)
     for f in files:
         REFERENCE[f] = d / f.name
         sparse_copy(f, REFERENCE[f])
@@ -773,8 +773,6 @@ def main():
     finally:
         BG.stop()
         lab.close()
-        if "dir" in REFERENCE:
-            shutil.rmtree(REFERENCE["dir"], ignore_errors=True)
         for d in TEMP_DIRS:
             shutil.rmtree(d, ignore_errors=True)
         if not os.environ.get("KEEP"):
